@@ -1,0 +1,1 @@
+"""Reusable parts of gpt2lab: strict Kconfig loading, optimizers, pruning, trackers."""

@@ -1,0 +1,255 @@
+"""lib/pruning: each method reaches its target sparsity on schedule, keeps
+pruned weights at zero, never touches embeddings or the tied head, and
+resumes exactly from a checkpoint."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from lib.optim import build_optimizer
+from lib.pruning import (
+    PruningSchedule,
+    build_pruner,
+    keep_mask,
+    prunable_weights,
+    sparsity,
+)
+
+VOCAB, DIM = 32, 16
+SCHEDULE = dict(target_sparsity=0.7, warmup=5, ramp_iters=20, interval=3)  # 3 does not divide 20
+END = 5 + 20
+# method -> optimizer it runs with ("state" needs adamwprune)
+METHODS = {"magnitude": "adamw", "movement": "adamw", "state": "adamwprune"}
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(DIM)
+        self.fc = nn.Linear(DIM, 4 * DIM)
+        self.proj = nn.Linear(4 * DIM, DIM)
+
+    def forward(self, x):
+        return x + self.proj(nn.functional.gelu(self.fc(self.ln(x))))
+
+
+class TinyLM(nn.Module):
+    """GPT-2's shape in miniature: embedding, blocks, final LayerNorm, tied head."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.wte = nn.Embedding(VOCAB, DIM)
+        self.blocks = nn.ModuleList([Block(), Block()])
+        self.ln_f = nn.LayerNorm(DIM)
+        self.lm_head = nn.Linear(DIM, VOCAB, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, tokens):
+        x = self.wte(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def make_task():
+    """Predict (token * 3 + 1) % VOCAB: learnable, fixed."""
+    tokens = torch.randint(0, VOCAB, (64,), generator=torch.Generator().manual_seed(2))
+    return tokens, (tokens * 3 + 1) % VOCAB
+
+
+def make_optimizer(name, model):
+    return build_optimizer(
+        name,
+        model,
+        lr=3e-3,
+        weight_decay=0.1,
+        betas=(0.9, 0.95),
+        momentum=0.0,
+        spam_interval=0,
+        spam_warmup=0,
+        spam_theta=5000.0,
+    )
+
+
+def make_run(method, seed=0):
+    model = TinyLM(seed)
+    optimizer = make_optimizer(METHODS.get(method, "adamw"), model)
+    return model, optimizer, build_pruner(method, model, optimizer, **SCHEDULE)
+
+
+def train(model, optimizer, pruner, iters, start=0):
+    """The training loop's order: backward -> optimizer.step -> pruner.step -> zero_grad."""
+    tokens, targets = make_task()
+    history = []
+    for it in range(start, start + iters):
+        loss = nn.functional.cross_entropy(model(tokens), targets)
+        loss.backward()
+        optimizer.step()
+        pruner.step(it)
+        optimizer.zero_grad(set_to_none=True)
+        history.append(sparsity(model))
+    return history
+
+
+def test_prunable_weights_are_the_block_linears_only():
+    names = list(prunable_weights(TinyLM()))
+    assert names == [f"blocks.{i}.{layer}.weight" for i in (0, 1) for layer in ("fc", "proj")]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside torch's own imports
+def test_prunable_weights_see_through_torch_compile():
+    model = TinyLM()
+    assert list(prunable_weights(torch.compile(model))) == list(prunable_weights(model))
+
+
+def test_sparsity_is_read_from_the_weights():
+    model = TinyLM()
+    assert sparsity(model) == 0.0
+    with torch.no_grad():
+        model.blocks[0].fc.weight[:8] = 0.0  # 8 rows of 16 = 128 of 4 * 1024
+        model.wte.weight.zero_()  # not prunable: does not count
+    assert sparsity(model) == 128 / 4096
+
+
+def test_schedule_ramps_cubically_and_ends_exactly_on_target():
+    schedule = PruningSchedule(**SCHEDULE)
+    assert [schedule.target(i) for i in range(5)] == [0.0] * 5
+    assert schedule.target(15) == pytest.approx(0.7 * (1 - 0.5**3))
+    targets = [schedule.target(i) for i in range(5, END + 1)]
+    assert targets == sorted(targets) and targets[-1] == 0.7
+    assert schedule.target(END + 100) == 0.7
+    updates = [i for i in range(END + 1) if schedule.is_update(i)]
+    assert updates == [5, 8, 11, 14, 17, 20, 23, 25]  # every 3 from warmup, and at the end
+
+
+def test_schedule_rejects_bad_values_in_one_line():
+    for bad in (dict(target_sparsity=1.0), dict(interval=0), dict(warmup=-1)):
+        with pytest.raises(ValueError, match=r"^[^\n]+$"):
+            PruningSchedule(**{**SCHEDULE, **bad})
+
+
+def test_keep_mask_prunes_the_lowest_scores_and_never_regrows():
+    scores = torch.tensor([[5.0, 1.0], [3.0, 4.0]])
+    assert keep_mask(scores, 0.5).tolist() == [[True, False], [False, True]]
+    previous = torch.tensor([[False, True], [True, True]])  # 5.0 was pruned before
+    assert keep_mask(scores, 0.5, previous).tolist() == [[False, False], [True, True]]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_reaches_target_and_keeps_pruned_weights_at_zero(method):
+    model, optimizer, pruner = make_run(method)
+    embedding_before = model.wte.weight.detach().clone()
+    history = train(model, optimizer, pruner, END + 1)
+
+    assert history[:5] == [0.0] * 5  # nothing before warmup
+    assert history == sorted(history)  # the ramp only goes up
+    assert abs(sparsity(model) - 0.7) < 1e-3
+    assert pruner.current_target(END) == 0.7
+
+    zero_at_end = {name: w == 0 for name, w in prunable_weights(model).items()}
+    train(model, optimizer, pruner, 10, start=END + 1)
+    for name, weight in prunable_weights(model).items():
+        assert torch.equal(weight == 0, zero_at_end[name]), f"{name}: pruned set changed"
+    assert abs(sparsity(model) - 0.7) < 1e-3
+
+    # Embedding (and the lm_head tied to it) trained, never pruned.
+    assert model.lm_head.weight is model.wte.weight
+    assert torch.count_nonzero(model.wte.weight) == model.wte.weight.numel()
+    assert not torch.equal(model.wte.weight, embedding_before)
+
+
+def test_magnitude_prunes_the_smallest_weights():
+    model, optimizer, pruner = make_run("magnitude")
+    train(model, optimizer, pruner, 5)  # up to the warmup, nothing pruned yet
+    fc = model.blocks[0].fc.weight
+    magnitudes = fc.detach().abs().clone()
+    train(model, optimizer, pruner, 4, start=5)  # update at 8 prunes round(0.7 * ...) entries
+    pruned = fc.detach() == 0
+    # Pruning at 8 used the magnitudes after 3 more steps: the pruned entries were
+    # almost all among the smallest ones at iteration 5.
+    smallest = magnitudes.flatten().argsort()[: int(pruned.sum())]
+    overlap = pruned.flatten()[smallest].float().mean()
+    assert pruned.any() and overlap > 0.9
+
+
+def test_movement_keeps_weights_moving_away_from_zero():
+    layer = nn.Linear(2, 2, bias=False)
+    model = nn.Sequential(layer)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+    pruner = build_pruner(
+        "movement", model, None, target_sparsity=0.5, warmup=0, ramp_iters=0, interval=1
+    )
+    # Gradient descent moves w by -grad: entries (0,0) and (1,1) head to zero.
+    layer.weight.grad = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
+    pruner.step(0)
+    assert layer.weight.detach().tolist() == [[0.0, 1.0], [-1.0, 0.0]]
+
+
+@pytest.mark.parametrize("method", ["none", *METHODS])
+def test_checkpoint_round_trip_continues_identically(method):
+    n, m = 13, 17  # the save falls mid-ramp, the continuation crosses its end
+
+    model, optimizer, pruner = make_run(method)
+    train(model, optimizer, pruner, n + m)
+
+    first, first_optimizer, first_pruner = make_run(method)
+    train(first, first_optimizer, first_pruner, n)
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "model": first.state_dict(),
+            "optimizer": first_optimizer.state_dict(),
+            "pruner": first_pruner.state_dict(),
+        },
+        buffer,
+    )
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+
+    resumed, resumed_optimizer, resumed_pruner = make_run(method, seed=99)
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    resumed_pruner.load_state_dict(checkpoint["pruner"])
+    train(resumed, resumed_optimizer, resumed_pruner, m, start=n)
+
+    for (key, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{method}: {key} differs after resume"
+    if method != "none":
+        assert abs(sparsity(resumed) - 0.7) < 1e-3
+
+
+def test_adamwprune_keeps_its_masks_by_itself_and_through_a_checkpoint():
+    """Without the pruner's help: masked weights stay zero across optimizer steps,
+    and the masks come back as bool masks of the same parameters."""
+    model = TinyLM()
+    optimizer = make_optimizer("adamwprune", model)
+    fc = model.blocks[0].fc.weight
+    keep = torch.rand(fc.shape, generator=torch.Generator().manual_seed(3)) > 0.5
+    optimizer.set_prune_mask(fc, keep)
+    train(model, optimizer, build_pruner("none", model, optimizer, **SCHEDULE), 5)
+    assert torch.equal(fc != 0, keep)
+
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_optimizer("adamwprune", model)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert list(restored.prune_masks) == [fc]
+    assert restored.prune_masks[fc].dtype == torch.bool
+    assert torch.equal(restored.prune_masks[fc], keep)
+
+
+def test_state_pruning_needs_adamwprune():
+    model = TinyLM()
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=r"^[^\n]*--optimizer adamwprune[^\n]*$"):
+        build_pruner("state", model, optimizer, **SCHEDULE)
+
+
+def test_unknown_method_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'prune-all'.*none, magnitude, movement, state"):
+        build_pruner("prune-all", TinyLM(), None, **SCHEDULE)
