@@ -1,0 +1,80 @@
+# gpt2lab: Kconfig -> .config -> build/config.py + build/train.args -> make train.
+# Every recipe is one line calling one script; `make help` lists the targets.
+#
+# Variables: TRACKER=none|trackio|wandb|trackio,wandb (with defconfig-<name>),
+# ARGS="..." (extra flags for train, test, bench, wandb-sync), PORT (trackio-show),
+# KCONFIG_CONFIG and BUILD (where .config and the generated files live, so
+# tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output).
+
+SYSTEM_PYTHON ?= python3
+PYTHON := .venv/bin/python
+VENV_STAMP := .venv/.installed
+KCONFIG_CONFIG ?= .config
+BUILD ?= build
+DEFCONFIG ?= defconfig
+TRACKER ?=
+PORT ?=
+ARGS ?=
+export KCONFIG_CONFIG
+
+KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.*)
+GENERATOR := scripts/genconfig.py lib/kconfig.py gpt2/options.py $(wildcard scripts/templates/*.j2)
+OUTPUTS := $(BUILD)/config.py $(BUILD)/train.args
+CONFIGURE := $(PYTHON) scripts/configure.py --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
+
+.DEFAULT_GOAL := help
+.PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig genconfig \
+	train trackio-show wandb-sync bench test clean venv
+
+help: ## list the targets, one line each
+	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
+
+menuconfig: | $(VENV_STAMP) ## edit .config in a terminal menu (S saves, Q quits), then regenerate build/
+	@$(CONFIGURE) menuconfig
+
+defconfig-%: | $(VENV_STAMP) ## .config from gpt2/defconfigs/<name> plus defaults [TRACKER=...]
+	@$(CONFIGURE) defconfig $* --tracker '$(TRACKER)'
+
+list-defconfigs: | $(VENV_STAMP) ## list the presets with a one-line description each
+	@$(CONFIGURE) list-defconfigs
+
+savedefconfig: | $(VENV_STAMP) ## write ./defconfig: only the options that differ from the defaults
+	@$(CONFIGURE) savedefconfig --out $(DEFCONFIG)
+
+olddefconfig: | $(VENV_STAMP) ## set options missing from .config (or all, with no .config) to defaults
+	@$(CONFIGURE) olddefconfig
+
+listnewconfig: | $(VENV_STAMP) ## list the options .config does not set yet
+	@$(CONFIGURE) listnewconfig
+
+genconfig: $(OUTPUTS) ## regenerate build/config.py and build/train.args if .config changed
+
+# No .config yet: start from the Kconfig defaults (with a one-line notice).
+$(KCONFIG_CONFIG): | $(VENV_STAMP)
+	@$(CONFIGURE) --config-only olddefconfig
+
+$(OUTPUTS) &: $(KCONFIG_CONFIG) $(KCONFIG_FILES) $(GENERATOR) | $(VENV_STAMP)
+	@$(PYTHON) scripts/genconfig.py --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
+
+train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when NPROC_PER_NODE x NNODES > 1) [ARGS=...]
+	@$(PYTHON) scripts/launch.py --build-dir $(BUILD) -- $(ARGS)
+
+trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
+	@$(PYTHON) scripts/trackio_show.py --build-dir $(BUILD) --port '$(PORT)'
+
+wandb-sync: | $(VENV_STAMP) ## upload offline W&B runs [ARGS=...]
+	@$(PYTHON) scripts/wandb_sync.py $(ARGS)
+
+bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
+	@$(PYTHON) scripts/bench.py $(ARGS)
+
+test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
+	@$(PYTHON) -m pytest $(ARGS)
+
+venv: $(VENV_STAMP) ## create .venv and install gpt2lab (TORCH_SPEC=... picks the torch build)
+
+$(VENV_STAMP): pyproject.toml
+	@$(SYSTEM_PYTHON) scripts/venv.py
+
+clean: ## remove the generated files (build/)
+	rm -rf -- $(BUILD)

@@ -1,0 +1,1 @@
+"""Tools behind the Makefile targets: configuration, generation, launch, dashboards."""

@@ -1,0 +1,139 @@
+"""Turn .config into build/config.py and build/train.args.
+
+build/config.py holds every Kconfig setting as a typed constant (None where
+the setting's dependencies are unmet); scripts read it.  build/train.args is
+the argument set of gpt2/train.py, one JSON-encoded string per line
+(`--flag=value`, `--flag` / `--no-flag` for bools) for the symbols of
+gpt2/options.py TRAIN_FLAGS whose dependencies are met; train.py reads it
+with `@build/train.args`.
+
+Both come from jinja2 templates in scripts/templates/ (StrictUndefined):
+strings reach config.py through repr() and train.args through json.dumps,
+so no value in .config can become code or an extra argument.  Nothing is
+written unless the whole configuration is valid, and each file is replaced
+atomically.  `make` runs this whenever .config or a Kconfig file changes.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import jinja2
+from kconfiglib import BOOL
+
+from gpt2.options import TRAIN_FLAGS
+from lib.kconfig import TOP_KCONFIG, ConfigError, menu_title, python_type, read_config, typed_value
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+OUTPUTS = {"config.py": "config.py.j2", "train.args": "train.args.j2"}
+
+
+def settings_by_menu(kconf):
+    """{menu title: [setting]} for every symbol, in Kconfig order."""
+    menus = {}
+    for sym in kconf.unique_defined_syms:
+        value = typed_value(sym)
+        annotation = python_type(sym).__name__
+        menus.setdefault(menu_title(sym), []).append({
+            "name": sym.name,
+            "value": value,
+            "annotation": annotation if value is not None else f"{annotation} | None",
+        })
+    return menus
+
+
+def train_arguments(kconf):
+    """train.py arguments for the TRAIN_FLAGS symbols whose dependencies are met.
+
+    `--flag=value` keeps a value that starts with '-' or '@' a value.
+    """
+    args = []
+    for name, flag in TRAIN_FLAGS.items():
+        sym = kconf.syms[name]
+        value = typed_value(sym)
+        if value is None:
+            continue
+        if sym.orig_type is BOOL:
+            args.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            args.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
+    return args
+
+
+def render(kconf):
+    """{output file name: text} for a loaded, valid configuration."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pyrepr"] = repr
+    # ASCII-only JSON: a value holding U+2028 or U+0085 stays on one line,
+    # which str.splitlines() (used by argparse's @file reading) would split.
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=True)
+    context = {"menus": settings_by_menu(kconf), "args": train_arguments(kconf)}
+    return {name: env.get_template(template).render(context) for name, template in OUTPUTS.items()}
+
+
+@contextlib.contextmanager
+def replaced_atomically(path):
+    """Yield a temporary path beside `path`; on success it replaces `path`
+    in one step (os.replace), so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Named by process id rather than mkstemp(), whose files are private
+    # (0600); this one gets the usual permissions from the umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text_atomically(path, text):
+    """Write `text` to `path` through a temporary file and os.replace."""
+    with replaced_atomically(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def generate(config, build_dir, kconfig=TOP_KCONFIG):
+    """Validate `config` and (re)write the outputs into `build_dir`.
+
+    Everything is rendered before anything is written, so a bad .config
+    leaves the previous outputs untouched.
+    """
+    texts = render(read_config(config, kconfig))
+    for name, text in texts.items():
+        write_text_atomically(Path(build_dir) / name, text)
+    return [Path(build_dir) / name for name in texts]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=".config", help="configuration to read")
+    parser.add_argument("--build-dir", default="build", help="folder of the outputs")
+    parser.add_argument("--kconfig", default=TOP_KCONFIG, help="top-level Kconfig file")
+    args = parser.parse_args(argv)
+    try:
+        written = generate(args.config, args.build_dir, args.kconfig)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    except OSError as err:  # an unwritable build folder, a full disk
+        sys.exit(f"error: {err}")
+    print(f"{args.config} -> {', '.join(str(path) for path in written)}")
+
+
+if __name__ == "__main__":
+    main()
