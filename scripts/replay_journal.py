@@ -1,0 +1,103 @@
+"""Replay a run's tracking journal (<out-dir>/tracking.jsonl) into a tracker.
+
+Every metric and summary of a training run is journaled before any tracker
+sees it.  When a tracker failed mid-run (train.py prints this command), or
+the run was not tracked at all, this writes the journaled points into the
+same project and run: Trackio gets every (metric, step) it lacks, gaps
+included; W&B history only grows, so it gets the steps after the last one
+the run holds.  Points already there are never written twice, so running it
+again changes nothing.  By default it replays into the trackers that failed,
+else into the trackers the run used.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from lib.trackers.base import TrackerError
+from lib.trackers.journal import journal_path, journaled_points, read_journal
+from lib.trackers.registry import backend_class, parse_tracker_names
+
+
+def journaled_run(records):
+    """(last start record, {step: metrics}, last summary record or None)."""
+    starts = [record for record in records if record["kind"] == "start"]
+    if not starts:
+        raise TrackerError("the journal has no start record; it was not written by open_trackers()")
+    summaries = [record for record in records if record["kind"] == "summary"]
+    return starts[-1], journaled_points(records), summaries[-1] if summaries else None
+
+
+def replay_targets(records, start, requested):
+    """Tracker names to replay into: --tracker, else the failed ones, else the run's."""
+    if requested:
+        return parse_tracker_names(requested)
+    failed = [record["tracker"] for record in records if record["kind"] == "failed"]
+    targets = list(dict.fromkeys(failed)) or start["trackers"]
+    if not targets:
+        raise TrackerError("the run used no tracker; name one with --tracker trackio or --tracker wandb")
+    return targets
+
+
+def backend_options(name, state, args):
+    """Open the backend where the run's own state says it lives."""
+    if name == "trackio":
+        return {"trackio_dir": args.trackio_dir or state.get("trackio_dir", "")}
+    options = {"wandb_offline": args.wandb_offline or state.get("mode") == "offline"}
+    options["wandb_entity"] = state.get("entity", "")
+    if state.get("wandb_dir"):
+        options["wandb_root"] = str(Path(state["wandb_dir"]).parent)  # wandb adds the wandb/ folder itself
+    return options
+
+
+def replay(name, records, start, points, summary, args):
+    """Write the journaled points into one backend; return a one-line report."""
+    states = [
+        record["backends"][name] for record in records if record["kind"] == "start" and name in record["backends"]
+    ]
+    state = states[-1] if states else {}
+    tracker = backend_class(name)(
+        project=start["project"],
+        run_name=start["run_name"],
+        config=start["config"],
+        resume_state=state,
+        options=backend_options(name, state, args),
+    )
+    for step, metrics in points.items():
+        tracker.log(metrics, step)
+    if summary is not None:
+        tracker.summary(summary["metrics"], summary["step"])
+    tracker.finish()
+    total = sum(len(metrics) for metrics in points.values())
+    added = tracker.points_sent
+    return (
+        f"replay: {name} run {start['run_name']} of project {start['project']}: "
+        f"added {added} points, {total - min(added, total)} of {total} journaled points were already there or cannot be added"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", required=True, help="the run's --out-dir (holding tracking.jsonl)")
+    parser.add_argument("--tracker", default="", help="trackio, wandb or trackio,wandb (default: see above)")
+    parser.add_argument("--trackio-dir", default="", help="Trackio folder (default: the run's)")
+    parser.add_argument("--wandb-offline", action="store_true", help="write an offline W&B run for wandb_sync.py")
+    args = parser.parse_args(argv)
+
+    path = journal_path(args.out_dir)
+    if not path.is_file():
+        print(f"error: no journal at {path}; pass the --out-dir the run was trained with", file=sys.stderr)
+        return 1
+    try:
+        records = read_journal(path)
+        start, points, summary = journaled_run(records)
+        for name in replay_targets(records, start, args.tracker):
+            print(replay(name, records, start, points, summary, args))
+    except (TrackerError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
