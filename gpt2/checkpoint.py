@@ -1,0 +1,121 @@
+"""Checkpoints that are never half-written, and the random-number state that
+lets a resumed run repeat an uninterrupted one exactly.
+
+Every file is written to `<name>.tmp` in the same folder, flushed, fsynced and
+then renamed over the real name with os.replace, which is atomic on POSIX: a
+run killed at any moment leaves the previous checkpoint intact.  (A kill in
+the middle of a write may leave the .tmp file behind; the next save reuses it.)
+"""
+
+import os
+import random
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpt2.errors import UsageError
+
+LATEST = "ckpt.pt"  # written at every evaluation
+BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
+
+
+@contextmanager
+def atomic_open(path, mode="wb"):
+    """Open a temporary file for writing that replaces `path` only once the
+    `with` block completes; on an exception the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (the folder entry), where the OS allows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename still happened
+    finally:
+        os.close(fd)
+
+
+def _publish_as(source, target):
+    """Atomically make `target` hold the same bytes as `source`.  A hard link
+    costs nothing (and ckpt.pt is later replaced by a new file, so best.pt
+    keeps these bytes); filesystems without links get a copy."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+    os.replace(tmp, target)
+    _fsync_folder(target.parent)
+
+
+def save_checkpoint(out_dir, state, is_best):
+    """Write `state` to out_dir/ckpt.pt, and to out_dir/best.pt if `is_best`."""
+    latest = Path(out_dir) / LATEST
+    with atomic_open(latest) as f:
+        torch.save(state, f)
+    if is_best:
+        _publish_as(latest, Path(out_dir) / BEST)
+
+
+def load_checkpoint(out_dir):
+    """The state saved in out_dir/ckpt.pt (tensors on the CPU)."""
+    path = Path(out_dir) / LATEST
+    if not path.is_file():
+        raise UsageError(
+            f"--resume: no checkpoint at {path}; start without --resume, "
+            "or set --out-dir to the folder of the run to continue"
+        )
+    # weights_only: a checkpoint holds only tensors and plain Python values,
+    # so loading one never runs code from the file.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state():
+    """Every global random generator's state, in types torch.load accepts
+    with weights_only=True (numpy's key array becomes a list)."""
+    _, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": key.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what rng_state() captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state(
+        ("MT19937", np.array(numpy["key"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -1,0 +1,189 @@
+"""GPT-2, as published by OpenAI (Radford et al., 2019), in one readable file.
+
+Pre-LayerNorm transformer blocks, learned position embeddings, GELU MLPs four
+times the embedding width, and an output projection that shares its weights
+with the token embedding.  The layout follows nanoGPT's model.py (and the
+Hugging Face parameter names), so checkpoints are easy to compare.
+
+Two deliberate choices:
+  * vocab_size is 50,304 rather than GPT-2's 50,257: the next multiple of 64,
+    so the embedding and output matrices tile evenly on tensor cores (nanoGPT
+    measured ~25% faster steps).  The 47 extra ids never occur in the data;
+    their logits are simply learned down towards zero probability.
+  * `bias` really switches every bias off: Linear layers and LayerNorms alike.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# The GPT-2 tokenizer has 50,257 ids; padded up to a multiple of 64 (see above).
+PADDED_VOCAB_SIZE = 50304
+# GPT-2's context length: the published models learned 1,024 positions.
+GPT2_CONTEXT = 1024
+
+# The four published sizes (layers / heads / width); "custom" takes them from
+# the command line instead.
+MODEL_SIZES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M parameters
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+
+
+@dataclass
+class GPTConfig:
+    """Shape of the network.  Validated on creation, with messages that name
+    the field, so a bad size fails before any tensor is allocated."""
+
+    block_size: int = GPT2_CONTEXT
+    vocab_size: int = PADDED_VOCAB_SIZE
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self):
+        for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be at least 1, not {getattr(self, field)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                "each head gets n_embd / n_head channels"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees only the past."""
+
+    def __init__(self, config):
+        super().__init__()
+        # Query, key and value for all heads in one matrix multiply.
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x):
+        batch, time, channels = x.size()
+        q, k, v = self.c_attn(x).split(channels, dim=2)
+        # (B, T, C) -> (B, heads, T, head size)
+        shape = (batch, time, self.n_head, channels // self.n_head)
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+        # Flash / memory-efficient kernels on GPU; is_causal builds the mask.
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(batch, time, channels)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network, 4x wider than the residual stream."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2 used the tanh approximation of GELU ("gelu_new" in Hugging Face).
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer layer: LayerNorm before each sub-layer, residual after."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """The language model: token ids in, next-token logits (and loss) out."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf, 2017), as GPT-2 does: one matrix both
+        # embeds tokens and scores them (38.6M of the 124M parameters of gpt2).
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2 paper: scale the init of the projections that write into the
+        # residual stream by 1/sqrt(N), N = 2 residual additions per layer, so
+        # the variance of the stream does not grow with depth.
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for name, parameter in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(parameter, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        """idx: (batch, time) token ids.  Returns (logits, loss); loss is None
+        without targets.  Logits cover every position (batch, time, vocab)."""
+        _, time = idx.size()
+        if time > self.config.block_size:
+            raise ValueError(f"sequence of {time} tokens exceeds block_size {self.config.block_size}")
+        positions = torch.arange(time, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            # For small models this projection + softmax over 50,304 ids is
+            # most of the compute; kept plain here on purpose (correct first).
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def num_parameters(self, non_embedding=True):
+        """Parameter count.  The position table is left out by default (as in
+        the scaling-law papers); the token table stays, since as the tied
+        output layer it does real compute."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.transformer.wpe.weight.numel()
+        return total
+
+    def flops_per_token(self):
+        """Training FLOPs (forward + backward) per token, PaLM paper appendix B:
+        6N for the weights plus 12*L*H*Q*T for attention scores and values."""
+        cfg = self.config
+        layers, heads, head_size, time = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        return 6 * self.num_parameters() + 12 * layers * heads * head_size * time

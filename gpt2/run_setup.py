@@ -1,0 +1,227 @@
+"""Building a training run from parsed flags: device, data, model, optimizer,
+pruner, and with --resume the saved state.  gpt2/train.py runs what this builds.
+
+Order matters for an exact resume: every random generator is restored last
+(resume_rng, called right before the first step), after everything that
+might draw random numbers while being built.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from gpt2.batches import Batches
+from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
+from gpt2.errors import UsageError
+from gpt2.mfu import peak_flops
+from gpt2.model import GPT
+from gpt2.prepare_data import DataError, ensure_prepared
+from gpt2.run_config import check_resume_compatible, model_config
+from lib.optim import build_optimizer
+from lib.pruning import build_pruner
+from lib.trackers import null_trackers, open_trackers
+
+
+@dataclass
+class Run:
+    """Everything the loop works with, built once by setup()."""
+
+    args: object
+    precision: object
+    dist: object
+    device: torch.device
+    raw_model: GPT  # unwrapped: what checkpoints hold
+    model: torch.nn.Module  # compiled and/or DDP-wrapped: what trains
+    eval_model: torch.nn.Module  # compiled, never DDP: rank 0 evaluates alone
+    optimizer: torch.optim.Optimizer
+    pruner: object
+    scaler: torch.amp.GradScaler
+    batches: Batches
+    micro_steps: int  # gradient-accumulation steps on this rank
+    tokens_per_iter: int  # over all ranks
+    peak_flops: float | None
+    log: object
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    training_time: float = 0.0  # seconds, summed over resumed sessions
+    trackers: object = None
+
+
+def prepared_data_dir(args, dist, log):
+    """Rank 0 prepares (or finds) the dataset while the other ranks wait; all
+    ranks learn the folder, or rank 0's error, from one collective."""
+    folder, error = None, None
+    if dist.is_main:
+        try:
+            folder = str(
+                ensure_prepared(
+                    args.dataset,
+                    args.data_dir,
+                    input_path=args.data_input or None,
+                    max_tokens=args.data_max_tokens,
+                    log=log,
+                )
+            )
+        except DataError as e:
+            error = str(e)
+    folder, error = dist.gather((folder, error))[0]
+    if error:
+        raise UsageError(error)
+    return Path(folder)
+
+
+def micro_steps_per_rank(args, dist):
+    """GRADIENT_ACCUMULATION_STEPS is the total over all ranks (as nanoGPT):
+    the global batch stays the same whatever the number of processes."""
+    steps, ranks = args.gradient_accumulation_steps, dist.world_size
+    if steps % ranks:
+        raise UsageError(
+            f"--gradient-accumulation-steps {steps} is not a multiple of the {ranks} processes; "
+            f"it is the total over all processes, so use a multiple of {ranks}"
+        )
+    return steps // ranks
+
+
+def build_training(args, config, device):
+    """Model, optimizer and pruner, with ValueErrors from lib/ turned into
+    one-line usage errors."""
+    model = GPT(config).to(device)
+    try:
+        optimizer = build_optimizer(
+            args.optimizer,
+            model,
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
+            betas=(args.beta1, args.beta2),
+            momentum=args.momentum,
+            spam_interval=args.spam_interval,
+            spam_warmup=args.spam_warmup,
+            spam_theta=args.spam_theta,
+        )
+        pruner = build_pruner(
+            args.pruning_method,
+            model,
+            optimizer,
+            target_sparsity=args.target_sparsity,
+            warmup=args.pruning_warmup,
+            ramp_iters=args.pruning_ramp_iters,
+            interval=args.pruning_interval,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return model, optimizer, pruner
+
+
+def plain_args(args):
+    """The flags as plain values, for checkpoints and trackers."""
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in vars(args).items()}
+
+
+def setup(args, precision, dist, log):
+    """Build the run; with --resume, restore everything but the RNG states
+    (restored by resume_rng just before the first step)."""
+    if precision.device_type == "cuda":
+        device = torch.device("cuda", dist.local_rank) if dist.enabled else torch.device(args.device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device(precision.device_type)
+    torch.manual_seed(args.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
+    config = model_config(args)
+    micro_steps = micro_steps_per_rank(args, dist)
+    checkpoint = load_checkpoint(args.out_dir) if args.resume else None
+    if checkpoint:
+        check_resume_compatible(args, config, checkpoint)
+    data_dir = prepared_data_dir(args, dist, log)
+    batches = Batches(
+        data_dir,
+        block_size=config.block_size,
+        batch_size=args.batch_size,
+        device=device,
+        train_seed=args.seed + 1 + dist.rank,  # each rank its own batches
+        eval_seed=args.seed,  # every eval, on every rank, the same batches
+    )
+    raw_model, optimizer, pruner = build_training(args, config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == "float16")
+    model = eval_model = torch.compile(raw_model) if precision.compile else raw_model
+    if dist.enabled:
+        model = DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    run = Run(
+        args=args,
+        precision=precision,
+        dist=dist,
+        device=device,
+        raw_model=raw_model,
+        model=model,
+        eval_model=eval_model,
+        optimizer=optimizer,
+        pruner=pruner,
+        scaler=scaler,
+        batches=batches,
+        micro_steps=micro_steps,
+        tokens_per_iter=args.batch_size * config.block_size * args.gradient_accumulation_steps,
+        peak_flops=peak_flops(device, precision.dtype) if dist.is_main else None,
+        log=log,
+    )
+    log(
+        f"model {args.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
+        f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "
+        f"{device} {precision.dtype}{' compiled' if precision.compile else ''} | "
+        f"{run.tokens_per_iter:,} tokens/iter = {args.batch_size} batch x {config.block_size} block x "
+        f"{args.gradient_accumulation_steps} accumulation"
+        + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
+    )
+    if checkpoint:
+        restore(run, checkpoint)
+    return run, checkpoint
+
+
+def restore(run, checkpoint):
+    """Load model, optimizer, pruner, scaler and counters from a checkpoint."""
+    run.raw_model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.pruner.load_state_dict(checkpoint["pruner"])
+    if checkpoint["scaler"]:
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    run.iter_num = checkpoint["iter_num"]
+    run.best_val_loss = checkpoint["best_val_loss"]
+    run.training_time = checkpoint["training_time"]
+    run.log(f"resuming from {Path(run.args.out_dir) / LATEST} at iter {run.iter_num}")
+
+
+def resume_rng(run, checkpoint):
+    """Put every random generator back where this rank's was at the checkpoint,
+    so dropout and batches continue as if the run had never stopped."""
+    states = checkpoint["rng"]
+    if len(states) == run.dist.world_size:
+        set_rng_state(states[run.dist.rank]["global"])
+        run.batches.load_state_dict(states[run.dist.rank]["batches"])
+        return
+    run.log(
+        f"notice: the checkpoint was written by {len(states)} processes, this run has "
+        f"{run.dist.world_size}; batches and dropout continue from fresh seeds"
+    )
+    fresh_seed = run.args.seed + run.iter_num * run.dist.world_size + run.dist.rank
+    torch.manual_seed(fresh_seed)
+    run.batches.train_generator.manual_seed(fresh_seed)
+
+
+def open_run_trackers(args, dist, checkpoint):
+    """The configured trackers on rank 0 (continuing the checkpoint's runs
+    when resuming); a no-op set on the other ranks.  Raises TrackerError."""
+    if not dist.is_main:
+        return null_trackers()
+    return open_trackers(
+        args.tracker,
+        project=args.tracker_project,
+        run_name=args.tracker_run_name,
+        config=plain_args(args),
+        out_dir=args.out_dir,
+        resume_state=checkpoint.get("trackers") if checkpoint else None,
+        wandb_entity=args.wandb_entity,
+        wandb_offline=args.wandb_offline,
+        trackio_dir=args.trackio_dir,
+    )

@@ -1,0 +1,67 @@
+"""Data-parallel training: torchrun with 2 CPU processes (gloo) trains, and
+only rank 0 prints, checkpoints and writes the JSON."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def torchrun(data_dir, input_path, out_dir, *flags):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "gpt2/train.py", "--device", "cpu", "--dtype", "float32", "--no-compile", "--tracker", "none",
+        "--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+        "--batch-size", "4", "--eval-iters", "2", "--warmup-iters", "2", "--log-interval", "1",
+        "--dataset", "shakespeare", "--data-dir", str(data_dir), "--data-input", str(input_path),
+        "--out-dir", str(out_dir), "--json-output", str(out_dir / "metrics.json"), *flags,
+    ]  # fmt: skip
+    # One thread per process: two ranks share this machine's cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_two_processes_train_and_only_rank_0_writes(shakespeare_data, shakespeare_path, tmp_path):
+    out_dir = tmp_path / "out"
+    # 4 accumulation steps in total: 2 micro-steps per rank, so no_sync is used.
+    result = torchrun(
+        shakespeare_data, shakespeare_path, out_dir,
+        "--max-iters", "4", "--eval-interval", "2", "--gradient-accumulation-steps", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Each line once: rank 1 prints nothing.
+    assert [int(n) for n in re.findall(r"^iter (\d+) \|", out, re.M)] == [1, 2, 3, 4]
+    assert [int(n) for n in re.findall(r"^eval (\d+) \|", out, re.M)] == [0, 2, 4]
+    assert out.count("model custom:") == 1 and out.count("done:") == 1
+    assert "4 accumulation" in out and "2 processes" in out
+    assert sorted(p.name for p in out_dir.iterdir() if p.suffix in (".pt", ".json", ".tmp")) == [
+        "best.pt",
+        "ckpt.pt",
+        "metrics.json",
+    ]
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["iterations"] == 4
+    assert metrics["tokens_seen"] == 4 * 4 * 32 * 4  # iters x batch x block x total accumulation
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    assert len(checkpoint["rng"]) == 2  # each rank's generators, for an exact resume
+    assert not torch.equal(*(r["batches"]["train_generator"] for r in checkpoint["rng"]))
+
+
+def test_accumulation_not_divisible_by_the_processes_is_one_error_line(
+    shakespeare_data, shakespeare_path, tmp_path
+):
+    result = torchrun(
+        shakespeare_data, shakespeare_path, tmp_path / "out", "--max-iters", "1", "--gradient-accumulation-steps", "3"
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: --gradient-accumulation-steps 3 is not a multiple of the 2 processes; "
+        "it is the total over all processes, so use a multiple of 2"
+    ]
