@@ -1,0 +1,231 @@
+"""Where the text of each dataset comes from: a download, a Hugging Face Hub
+stream, or a local .txt / .jsonl / .parquet file given with --input.
+
+A source is either one TextSource (a whole text, split into train/val by
+characters) or a DocumentSource (a stream of documents, split by document).
+Nothing here tokenizes or writes token files; gpt2/prepare_data.py does.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+# The file is 1.1 MB; a connection that cannot deliver it in this time is
+# better reported than waited on.
+DOWNLOAD_TIMEOUT_S = 30
+INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
+
+
+class DataError(Exception):
+    """A problem the user can fix (missing file, no network, bad format);
+    the message is one line saying what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """One whole text; the first 90% of its characters train, the rest validate."""
+
+    description: str  # URL or absolute path, recorded in meta.json
+    sha256: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DocumentSource:
+    """A stream of documents (possibly endless), each joined to the next by
+    <|endoftext|>; sha256 is None when only known after streaming."""
+
+    description: str
+    sha256: Optional[str]
+    documents: Iterable[str]
+
+
+@dataclass(frozen=True)
+class UrlText:
+    """A plain-text file downloaded once into the dataset folder."""
+
+    url: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A Hugging Face Hub dataset, streamed so nothing is downloaded whole."""
+
+    repo: str
+    config: Optional[str] = None
+    split: str = "train"
+    field: str = "text"
+
+    def describe(self):
+        config = f"/{self.config}" if self.config else ""
+        return f"hf://datasets/{self.repo}{config} ({self.split})"
+
+
+DATASETS = {
+    "shakespeare": UrlText(SHAKESPEARE_URL, "input.txt"),
+    "finewebedu": HubDataset("HuggingFaceFW/fineweb-edu", "sample-10BT"),
+    "openwebtext": HubDataset("Skylion007/openwebtext"),
+    "tinystories": HubDataset("roneneldan/TinyStories"),
+}
+
+
+def file_sha256(path):
+    """sha256 of a file's bytes, read in 1 MiB blocks (inputs may be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _decode_utf8(data, path):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+
+
+# ----------------------------------------------------------------------------
+# Local files (--input)
+
+
+def read_text_file(path):
+    data = path.read_bytes()
+    return TextSource(str(path), hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+
+
+def _jsonl_texts(path):
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise DataError(f"{path}:{line_no} is not a JSON object; write one object per line") from None
+            text = row.get("text") if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                raise DataError(f'{path}:{line_no} has no string "text" field; write {{"text": ...}} per line')
+            yield text
+
+
+def read_jsonl_file(path):
+    return DocumentSource(str(path), file_sha256(path), _jsonl_texts(path))
+
+
+def _parquet_texts(path):
+    import pyarrow  # lazy: only parquet inputs need it
+    import pyarrow.parquet
+
+    try:
+        table = pyarrow.parquet.ParquetFile(path)
+    except pyarrow.ArrowException as exc:
+        raise DataError(f"{path} is not a readable parquet file ({exc})") from None
+    if "text" not in table.schema_arrow.names:
+        raise DataError(f'{path} has no "text" column (columns: {", ".join(table.schema_arrow.names)})')
+    for batch in table.iter_batches(columns=["text"]):
+        for text in batch.column(0).to_pylist():
+            if text is not None:
+                yield text
+
+
+def read_parquet_file(path):
+    return DocumentSource(str(path), file_sha256(path), _parquet_texts(path))
+
+
+# Extension of an --input file -> reader; the same schema as the hub datasets
+# (a "text" field per document) so a local shard can stand in for them.
+LOCAL_READERS = {
+    ".txt": read_text_file,
+    ".jsonl": read_jsonl_file,
+    ".parquet": read_parquet_file,
+}
+
+
+def check_input_file(input_path):
+    """The absolute path of a usable --input file, or DataError."""
+    path = Path(input_path).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"input file {input_path} not found; {INPUT_HINT} with an existing file")
+    if path.suffix.lower() not in LOCAL_READERS:
+        known = ", ".join(LOCAL_READERS)
+        suffix = path.suffix or "(none)"
+        raise DataError(f"cannot read {input_path}: unknown extension '{suffix}'; use one of {known}")
+    return path
+
+
+def open_local_file(path):
+    return LOCAL_READERS[path.suffix.lower()](path)
+
+
+# ----------------------------------------------------------------------------
+# Remote sources
+
+
+def download(url, dest):
+    """Fetch url into dest atomically (a .tmp file, fsync, rename): an
+    interrupted download never looks like a finished one."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            data = response.read()
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def open_url_text(spec, folder):
+    path = folder / spec.filename
+    if not path.is_file():  # written atomically, so present means complete
+        folder.mkdir(parents=True, exist_ok=True)
+        download(spec.url, path)
+    data = path.read_bytes()
+    return TextSource(spec.url, hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+
+
+def _hub_texts(spec):
+    try:
+        import datasets  # slow to import (seconds): only for hub datasets
+    except ImportError:
+        raise DataError(f"streaming {spec.repo} needs: pip install datasets; or {INPUT_HINT}") from None
+    try:
+        rows = datasets.load_dataset(spec.repo, spec.config, split=spec.split, streaming=True)
+        for row in rows:
+            yield row[spec.field]
+    except KeyError:
+        raise DataError(f'{spec.describe()} has no "{spec.field}" field') from None
+    except Exception as exc:  # network, offline mode, auth, renamed dataset: all fixed by the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"cannot stream {spec.describe()} ({reason}); check the network or {INPUT_HINT}"
+        raise DataError(message) from None
+
+
+def open_hub_stream(spec, folder):
+    return DocumentSource(spec.describe(), None, _hub_texts(spec))
+
+
+# How each kind of dataset is opened; tests swap in local stand-ins.
+OPENERS = {
+    UrlText: open_url_text,
+    HubDataset: open_hub_stream,
+}
+
+
+def open_dataset(dataset, folder):
+    """Open the default (remote) source of a dataset; may download into folder."""
+    spec = DATASETS[dataset]
+    return OPENERS[type(spec)](spec, folder)

@@ -1,0 +1,86 @@
+"""Shared pytest fixtures: the local Tiny Shakespeare corpus, its prepared
+token files, and an environment that keeps every test offline and out of the
+user's home directory."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The corpus lives beside the repository (../shared), so no test downloads it.
+SHAKESPEARE_TXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+# Flags that make Hugging Face and W&B stay off the network.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+}
+# Folders that libraries would otherwise create under ~ (HF_HOME holds the
+# datasets cache and, unless TRACKIO_DIR is set, Trackio's database).
+SCRATCH_DIR_VARS = (
+    "TRACKIO_DIR",
+    "WANDB_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_DATA_DIR",
+    "HF_HOME",
+)
+
+_session_scratch = None
+
+
+def _point_at_scratch(setenv, root):
+    for name, value in OFFLINE_ENV.items():
+        setenv(name, value)
+    for name in SCRATCH_DIR_VARS:
+        folder = Path(root) / name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        setenv(name, str(folder))
+
+
+def pytest_configure(config):
+    """Set the environment before test modules are imported: trackio and
+    huggingface_hub read TRACKIO_DIR / HF_HOME once, at import time."""
+    global _session_scratch
+    _session_scratch = tempfile.mkdtemp(prefix="gpt2lab-tests-")
+    _point_at_scratch(os.environ.__setitem__, _session_scratch)
+
+
+def pytest_unconfigure(config):
+    if _session_scratch:
+        shutil.rmtree(_session_scratch, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def offline_env(monkeypatch, tmp_path_factory):
+    """Give each test (and the subprocesses it starts) fresh tracker and
+    cache folders, so runs of different tests never see each other."""
+    _point_at_scratch(monkeypatch.setenv, tmp_path_factory.mktemp("env"))
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path():
+    """Path of the shared Tiny Shakespeare text (1,115,394 characters)."""
+    if not SHAKESPEARE_TXT.is_file():
+        pytest.fail(
+            f"Tiny Shakespeare not found at {SHAKESPEARE_TXT}; "
+            "put karpathy's char-rnn input.txt there (tests never download it)"
+        )
+    return SHAKESPEARE_TXT
+
+
+@pytest.fixture(scope="session")
+def shakespeare_data(tmp_path_factory, shakespeare_path):
+    """A data dir holding shakespeare/{train,val}.bin + meta.json, prepared
+    once per session from the local corpus.  Use it as
+    `python gpt2/train.py --data-dir <it> --dataset shakespeare`."""
+    from gpt2.prepare_data import ensure_prepared
+
+    data_dir = tmp_path_factory.mktemp("data")
+    ensure_prepared("shakespeare", data_dir, input_path=shakespeare_path)
+    return data_dir
