@@ -61,8 +61,12 @@ def no_shared_wandb_service():
 
 
 def trackio_rows(db_path, run_name):
-    """{metric: [(step, value), ...]} of a run in a Trackio database, in row order."""
+    """{metric: [(step, value), ...]} of a run in a Trackio database, in row order.
+    Trackio creates the metrics table with its first successful write, so a
+    database whose every write failed has none: that run holds no points."""
     with sqlite3.connect(db_path) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metrics'").fetchone():
+            return {}
         rows = conn.execute("SELECT step, metrics FROM metrics WHERE run_name = ? ORDER BY id", (run_name,)).fetchall()
     points = {}
     for step, metrics in rows:
