@@ -74,7 +74,7 @@ test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 venv: $(VENV_STAMP) ## create .venv and install gpt2lab (TORCH_SPEC=... picks the torch build)
 
 $(VENV_STAMP): pyproject.toml
-	@$(SYSTEM_PYTHON) scripts/venv.py
+	@$(SYSTEM_PYTHON) scripts/setup_venv.py
 
 clean: ## remove the generated files (build/)
 	rm -rf -- $(BUILD)

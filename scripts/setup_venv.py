@@ -1,5 +1,8 @@
 """Create .venv and install gpt2lab into it (stdlib only; run with python3).
 
+Named setup_venv.py, not venv.py: scripts/ is sys.path[0] when this runs,
+and a venv.py here would shadow the standard library module it uses.
+
 `make` runs this before any target that needs the project's packages, and
 again when pyproject.toml changes:
 
