@@ -63,6 +63,15 @@ def offline_env(monkeypatch, tmp_path_factory):
     _point_at_scratch(monkeypatch.setenv, tmp_path_factory.mktemp("env"))
 
 
+@pytest.fixture(autouse=True)
+def no_shared_wandb_service():
+    """An in-process wandb run exports WANDB_SERVICE (its wandb-core's
+    address) for child processes; drop it after each test so that later
+    tests' subprocesses start their own wandb-core (see tracking_support.own_env)."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path():
     """Path of the shared Tiny Shakespeare text (1,115,394 characters)."""
