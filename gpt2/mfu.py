@@ -45,10 +45,10 @@ def gpu_peak_flops(device_name, dtype_name):
     return None
 
 
-def measure_matmul_flops(dtype=torch.float32, seconds=0.3, device="cpu"):
-    """Best FLOP/s of a square matmul over about `seconds`: the practical
-    peak of this machine (all threads torch uses)."""
-    n = _CPU_MATMUL_SIZE
+def measure_matmul_flops(dtype=torch.float32, seconds=0.3, device="cpu", size=_CPU_MATMUL_SIZE):
+    """Best FLOP/s of a square (size x size) matmul over about `seconds`: the
+    practical peak of this machine (all threads torch uses)."""
+    n = size
     # A private generator: measuring must not move the global RNG, which a
     # resumed run restores to continue exactly where it stopped.
     generator = torch.Generator(device=device).manual_seed(0)

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gpt2.batches import Batches
 from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
+from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.errors import UsageError
 from gpt2.mfu import peak_flops
 from gpt2.model import GPT
@@ -43,6 +44,7 @@ class Run:
     micro_steps: int  # gradient-accumulation steps on this rank
     tokens_per_iter: int  # over all ranks
     peak_flops: float | None
+    chunked_loss: bool  # loss without full logits (gpt2/linear_cross_entropy.py)
     log: object
     iter_num: int = 0
     best_val_loss: float = math.inf
@@ -129,6 +131,8 @@ def setup(args, precision, dist, log):
         torch.backends.cudnn.allow_tf32 = True
     else:
         device = torch.device(precision.device_type)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the same big tensors every step
     torch.manual_seed(args.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = model_config(args)
     micro_steps = micro_steps_per_rank(args, dist)
@@ -164,6 +168,10 @@ def setup(args, precision, dist, log):
         micro_steps=micro_steps,
         tokens_per_iter=args.batch_size * config.block_size * args.gradient_accumulation_steps,
         peak_flops=peak_flops(device, precision.dtype) if dist.is_main else None,
+        # On CPU: the speed of the full logits at half the peak memory
+        # (docs/benchmarks.md).  A compiled graph fuses the softmax itself,
+        # and the GPU path keeps the plain loss it was planned with.
+        chunked_loss=device.type == "cpu" and not precision.compile,
         log=log,
     )
     log(

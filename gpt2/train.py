@@ -60,7 +60,7 @@ def train_step(run, lr):
         x, y = run.batches.next_train()
         with sync:
             with run.precision.autocast():
-                _, loss = run.model(x, y)
+                _, loss = run.model(x, y, chunked_loss=run.chunked_loss)
             run.scaler.scale(loss / run.micro_steps).backward()
         loss_sum += loss.detach()
     if run.args.grad_clip > 0:
@@ -82,7 +82,7 @@ def estimate_losses(run):
         total = torch.zeros((), device=run.device)
         for x, y in run.batches.eval_batches(split, run.args.eval_iters):
             with run.precision.autocast():
-                _, loss = run.eval_model(x, y)
+                _, loss = run.eval_model(x, y, chunked_loss=run.chunked_loss)
             total += loss
         losses[split] = (total / run.args.eval_iters).item()
     run.eval_model.train()
