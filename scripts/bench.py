@@ -1,0 +1,218 @@
+"""Benchmark training speed, tracker overhead and data preparation: one table.
+
+    make bench                         # the full set below (about 4 minutes on 2 cores)
+    make bench ARGS="--quick"          # tiny sizes in under a minute (the CI smoke test)
+    python scripts/bench.py --json bench.json
+
+The fixed set of measurements, in this order (full mode; --quick runs the
+same kinds on a 2-layer, 32-wide model with fewer steps):
+
+  peak     float32 torch.mm of 1024x1024 and 2048x2048 matrices, measured
+           before each training row and twice more after them; the best of
+           all is the CPU peak every CPU MFU is measured against.
+  train    cpu-small: 4 layers, 4 heads, 256 wide, block 128, batch 8,
+           float32, no compile (the CPU goal); the same with the plain
+           full-logits loss; the Kconfig defaults (what `make train` runs).
+           On CUDA instead: GPT-2 124M, block 1024, batch 16, bfloat16,
+           torch.compile, against the GPU's dense bf16 peak (gpt2/mfu.py).
+  tracker  the Kconfig default model with --tracker none, trackio and wandb
+           (offline), logging every LOG_INTERVAL steps as train.py does; one
+           fresh process each, 3 rounds of none, trackio, wandb, none.  The
+           ratio is against the none runs of the same round (median over
+           rounds); the time inside log() and the start / finish of each
+           tracker are reported apart.
+  data     GPT-2 tokenization (gpt2/tokenizer.py tokenize()) of Tiny
+           Shakespeare repeated to 10 MB in memory: one process, and every
+           core with the worker processes running (a long preparation's
+           steady state) and freshly started.
+
+MFU = model FLOPs per token (gpt2/model.py flops_per_token(): 6N + attention,
+N counting all 50,304 rows of the tied token matrix, which the output layer
+multiplies) x tokens/s / peak.  Each training row runs gpt2/train.py's own
+train_step() in a fresh process (scripts/bench_step.py): ms/iter is the
+median step after a warm-up, peak memory the process's peak resident set
+(CPU) or torch's peak allocation (GPU).  Numbers are never asserted by the
+tests; docs/benchmarks.md records a run and what it showed.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gpt2.prepare_data import DataError, ensure_prepared
+from scripts.bench_report import evaluate_goals, format_report
+from scripts.bench_rows import (BenchError, Workspace, data_rows, peak_row, set_cpu_mfu, tracker_rows,
+                                train_rows)
+from scripts.bench_system import machine, matmul_peak
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+CPU = ("--device", "cpu", "--dtype", "float32", "--no-compile")
+SMALL = ("--model", "custom", "--n-layer", "4", "--n-head", "4", "--n-embd", "256", "--block-size", "128",
+         "--batch-size", "8")  # fmt: skip
+TINY = ("--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+        "--batch-size", "4")  # fmt: skip
+# 16 x 1,024 = 16,384 tokens a step: comfortably inside an 80 GB H100 with
+# the full bf16 logits (nanoGPT's batch 12 fits a 40 GB A100).
+GPT2_124M = ("--device", "cuda", "--dtype", "bfloat16", "--compile", "--model", "gpt2", "--block-size", "1024",
+             "--batch-size", "16")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    """One training configuration of the table."""
+
+    name: str
+    flags: tuple
+    warmup: int
+    iters: int
+    chunked_loss: bool | None = None  # None: what gpt2/run_setup.py picks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one mode (full or quick) of the benchmark."""
+
+    train: dict  # device -> [TrainRow]
+    peak_seconds: float
+    tracker_flags: tuple
+    tracker_warmup: int
+    tracker_iters: int
+    tracker_log_interval: int | None  # None: the Kconfig default
+    tracker_rounds: int
+    data_megabytes: float
+    data_repeats: int
+
+
+PLANS = {
+    "full": Plan(
+        train={
+            "cpu": [
+                TrainRow("cpu-small", CPU + SMALL, warmup=3, iters=15),
+                TrainRow("cpu-small, full logits", CPU + SMALL, warmup=3, iters=15, chunked_loss=False),
+                TrainRow("cpu-default (Kconfig)", CPU, warmup=3, iters=15),
+            ],
+            "cuda": [TrainRow("gpu-gpt2-124M", GPT2_124M, warmup=10, iters=20)],
+        },
+        peak_seconds=1.0,
+        tracker_flags=CPU,
+        tracker_warmup=3,
+        tracker_iters=40,
+        tracker_log_interval=None,
+        tracker_rounds=3,
+        data_megabytes=10,
+        data_repeats=5,
+    ),
+    "quick": Plan(
+        train={
+            "cpu": [
+                TrainRow("cpu-tiny", CPU + TINY, warmup=2, iters=5),
+                TrainRow("cpu-tiny, full logits", CPU + TINY, warmup=2, iters=5, chunked_loss=False),
+            ],
+            "cuda": [TrainRow("gpu-tiny", ("--device", "cuda", "--dtype", "bfloat16", "--no-compile") + TINY, 2, 5)],
+        },
+        peak_seconds=0.1,
+        tracker_flags=CPU + TINY,
+        tracker_warmup=1,
+        tracker_iters=6,
+        tracker_log_interval=2,
+        tracker_rounds=1,
+        data_megabytes=1,
+        data_repeats=1,
+    ),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few steps: under a minute (CI)")
+    parser.add_argument("--json", metavar="FILE", help="also write every number to FILE as JSON")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="device of the training rows (default: cuda when available, else cpu)",
+    )
+    parser.add_argument(
+        "--input",
+        metavar="FILE",
+        type=Path,
+        default=DEFAULT_CORPUS,
+        help="Tiny Shakespeare text (default: %(default)s)",
+    )
+    return parser
+
+
+def scratch_environment(scratch):
+    """The measurement processes' environment: trackers and hubs offline,
+    writing into `scratch`, never into the user's home."""
+    env = dict(os.environ)
+    # Each measurement starts its own wandb-core, as a training run does,
+    # rather than joining one an in-process wandb run may have exported.
+    env.pop("WANDB_SERVICE", None)
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    for name in ("TRACKIO_DIR", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "HF_HOME"):
+        folder = scratch / name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        env[name] = str(folder)
+    return env
+
+
+def run_benchmark(args, command):
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: CUDA is not available on this machine; use --device cpu")
+    if not args.input.is_file():
+        raise BenchError(f"--input {args.input}: no such file; point --input at Tiny Shakespeare's input.txt")
+    plan = PLANS["quick" if args.quick else "full"]
+    report = {"mode": "quick" if args.quick else "full", "command": command, "machine": machine(device)}
+    with tempfile.TemporaryDirectory(prefix="gpt2lab-bench-") as scratch:
+        scratch = Path(scratch)
+        try:
+            ensure_prepared("shakespeare", scratch / "data", input_path=str(args.input), log=lambda m: None)
+        except DataError as e:
+            raise BenchError(str(e)) from None
+        data_flags = ("--dataset", "shakespeare", "--data-dir", str(scratch / "data"), "--data-input", str(args.input))
+        workspace = Workspace(scratch=scratch, env=scratch_environment(scratch), data_flags=data_flags)
+        peaks = []
+        rows = train_rows(plan, device, workspace, peaks)
+        peaks.append(matmul_peak(plan.peak_seconds))
+        rows += tracker_rows(plan, workspace)
+        rows += data_rows(plan, args.input)
+        peaks.append(matmul_peak(plan.peak_seconds))
+    # Against the best peak of the run: a slow spell of the machine (this
+    # one drifts by ~5% over minutes) during one measurement must not make
+    # every MFU look higher.
+    set_cpu_mfu(rows, max(peaks))
+    report["peak_flops"] = max(peaks)
+    report["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report["rows"] = [peak_row(peaks), *rows]
+    report["goals"] = evaluate_goals(report["rows"], quick=args.quick)
+    return report
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["scripts/bench.py", *argv])
+    try:
+        report = run_benchmark(args, command)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

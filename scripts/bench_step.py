@@ -1,0 +1,146 @@
+"""One benchmark measurement in a fresh process: training steps of one
+configuration, optionally with a tracker, timed and printed as JSON.
+
+scripts/bench.py starts this once per row of its table, so every row has its
+own peak memory and its own allocator state, and a tracker's threads and
+helper processes never touch another row.  The steps are gpt2/train.py's
+own: the run is built by gpt2/run_setup.py and each step is train_step();
+the loop around them is train.py's minus evaluation and checkpoints, which
+are not part of a step.
+
+    python -m scripts.bench_step '{"flags": [...], "warmup": 3, "iters": 10}' --json out.json
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gpt2 import cli, distributed
+from gpt2.run_config import resolve_precision
+from gpt2.run_setup import open_run_trackers, setup
+from gpt2.schedule import learning_rate
+from gpt2.train import report_progress, train_step
+
+
+def synchronize(device):
+    """Wait for queued GPU work, so a timer measures the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TimedTrackers:
+    """Wraps a run's Trackers, adding up the seconds spent in log()."""
+
+    def __init__(self, trackers):
+        self.trackers = trackers
+        self.log_seconds = []
+
+    def log(self, metrics, step):
+        start = time.perf_counter()
+        self.trackers.log(metrics, step)
+        self.log_seconds.append(time.perf_counter() - start)
+
+    def __getattr__(self, name):
+        return getattr(self.trackers, name)
+
+
+def timed_steps(run, warmup, iters, log_interval):
+    """Step times in seconds of `iters` steps after `warmup` untimed ones.
+    With log_interval > 0, every log_interval-th step also reads the loss
+    and logs as train.py does (inside the timed step)."""
+    args = run.args
+    times = []
+    for i in range(warmup + iters):
+        lr = learning_rate(
+            run.iter_num,
+            max_lr=args.learning_rate,
+            min_lr=args.min_lr,
+            warmup_iters=args.warmup_iters,
+            decay_iters=args.lr_decay_iters or args.max_iters,
+        )
+        synchronize(run.device)
+        start = time.perf_counter()
+        loss = train_step(run, lr)
+        run.iter_num += 1
+        if log_interval and run.iter_num % log_interval == 0:
+            report_progress(run, loss.item(), lr, times[-1] if times else 1.0)
+        synchronize(run.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory_mb(device):
+    """Peak memory of this process: GPU memory allocated by torch on CUDA,
+    else the peak resident set size (Python, torch and data included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def measure(spec):
+    """Run the steps `spec` describes; returns the measurement as a dict."""
+    with tempfile.TemporaryDirectory(prefix="gpt2lab-bench-") as out_dir:
+        args = cli.parse_args([*spec["flags"], "--out-dir", out_dir])
+        precision = resolve_precision(args, log=lambda message: None)
+        dist = distributed.start(precision.device_type)
+        run, _ = setup(args, precision, dist, log=lambda message: None)
+        if "chunked_loss" in spec:  # an ablation row: the other loss path
+            run.chunked_loss = spec["chunked_loss"]
+        run.log = lambda message: None
+        start = time.perf_counter()
+        run.trackers = TimedTrackers(open_run_trackers(args, dist, None))
+        startup = time.perf_counter() - start
+        try:
+            times = timed_steps(run, spec["warmup"], spec["iters"], spec.get("log_interval", 0))
+        finally:
+            start = time.perf_counter()
+            run.trackers.finish()
+            finish = time.perf_counter() - start
+    step = statistics.median(times)
+    model = run.raw_model
+    return {
+        "ms_per_iter": step * 1000,
+        "step_times_ms": [t * 1000 for t in times],
+        "tokens_per_iter": run.tokens_per_iter,
+        "tokens_per_sec": run.tokens_per_iter / step,
+        "flops_per_token": model.flops_per_token(),
+        "parameters": model.num_parameters(),
+        "peak_memory_mb": peak_memory_mb(run.device),
+        "device": str(run.device),
+        "dtype": precision.dtype,
+        "compile": precision.compile,
+        "chunked_loss": run.chunked_loss,
+        "threads": torch.get_num_threads(),
+        "setup_peak_flops": run.peak_flops,  # CPU: a 0.3 s matmul; CUDA: the data sheet (gpt2/mfu.py)
+        "tracker": args.tracker,
+        "tracker_startup_s": startup,
+        "tracker_finish_s": finish,
+        "log_calls": len(run.trackers.log_seconds),
+        "log_seconds": run.trackers.log_seconds,
+        "seconds_in_log": sum(run.trackers.log_seconds),
+        "seconds_in_steps": sum(times),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="JSON object: flags (train.py flags), warmup, iters, log_interval, chunked_loss")
+    parser.add_argument("--json", required=True, metavar="FILE", help="where to write the result")
+    args = parser.parse_args(argv)
+    result = measure(json.loads(args.spec))
+    # A file, not stdout: Trackio and wandb print to stdout themselves.
+    Path(args.json).write_text(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The in-process measurements of `make bench`: what machine this is, its
+float32 matrix-multiply peak, and how fast GPT-2 tokenization runs on one
+process and on all of them."""
+
+import os
+import platform
+import time
+from datetime import datetime
+
+import torch
+
+from gpt2.mfu import measure_matmul_flops
+from gpt2.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
+
+# Square sizes timed for the CPU peak: the best of them is the peak (on the
+# 2-core EPYC of docs/benchmarks.md, 256 to 2048 all land within 5%).
+PEAK_SIZES = (1024, 2048)
+
+
+def cpu_model():
+    """The CPU's marketing name from /proc/cpuinfo, else platform's guess."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device):
+    """What the numbers were measured on, for the header line and the JSON."""
+    info = {
+        "cpu": cpu_model(),
+        "cores": default_workers(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "python": platform.python_version(),
+        "device": device,
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def matmul_peak(seconds):
+    """Best float32 torch.mm FLOP/s over PEAK_SIZES, `seconds` for each."""
+    return max(measure_matmul_flops(torch.float32, seconds=seconds, size=n) for n in PEAK_SIZES)
+
+
+def corpus_text(path, megabytes):
+    """The corpus repeated in memory to about `megabytes` MB: one pass over
+    Tiny Shakespeare (1.1 MB) is too short to time steadily."""
+    text = path.read_text(encoding="utf-8")
+    copies = max(1, round(megabytes * 1e6 / len(text.encode("utf-8"))))
+    return text * copies
+
+
+def time_tokenize(text, workers, fresh_workers):
+    """(seconds, tokens) of one tokenize(text, num_workers=workers).
+
+    fresh_workers: start the worker processes inside the timing, as a data
+    preparation does once; else reuse the ones already running, as every
+    later 16 MB piece of a long preparation does (prepare_data.py).  Fresh
+    ones cost 10-25% of a 10 MB run here: not the fork itself (~5 ms) but
+    the copy-on-write page faults both processes take in the first
+    hundreds of milliseconds after it.  The encoding itself is built
+    beforehand (once per process, ~0.5 s; not tokenization)."""
+    gpt2_encoding()
+    if fresh_workers:
+        close_workers()
+    start = time.perf_counter()
+    tokens = len(tokenize(text, num_workers=workers))
+    return time.perf_counter() - start, tokens

@@ -1,0 +1,96 @@
+"""`make bench` in its quick mode: it runs, prints one table and writes JSON
+holding every row with its numbers.  Timings are never compared with a
+threshold here: a shared CI machine makes them whatever they are."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt2.tokenizer import default_workers
+from scripts.bench import PLANS
+from scripts.bench_report import COLUMNS, ROW_NUMBERS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_bench(shakespeare_path, tmp_path_factory):
+    """(stdout, JSON report) of one `scripts/bench.py --quick` run."""
+    json_path = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--device", "cpu", "--input", str(shakespeare_path),
+         "--json", str(json_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads(json_path.read_text())
+
+
+def expected_rows():
+    plan = PLANS["quick"]
+    return (
+        ["peak: float32 torch.mm"]
+        + [row.name for row in plan.train["cpu"]]
+        + ["tracker none", "tracker trackio", "tracker wandb (offline)"]
+        + ["data: tokenize, 1 process"]
+        + ([f"data: tokenize, {default_workers()} processes"] if default_workers() > 1 else [])
+    )
+
+
+def test_every_row_has_every_number_it_promises(quick_bench):
+    _, report = quick_bench
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == expected_rows()
+    for name, row in rows.items():
+        for key in ROW_NUMBERS[row["kind"]]:
+            value = row[key]
+            assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (name, key, value)
+    # MFU is achieved FLOP/s over the run's measured peak.
+    peak = rows["peak: float32 torch.mm"]["gflops"]
+    assert report["peak_flops"] == pytest.approx(peak * 1e9)
+    for row in report["rows"]:
+        if row["kind"] in ("train", "tracker"):
+            assert row["mfu"] == pytest.approx(row["gflops"] / peak)
+    assert rows["tracker none"]["ratio"] == pytest.approx(1.0)
+
+
+def test_the_table_has_a_header_every_row_and_every_column(quick_bench):
+    stdout, report = quick_bench
+    lines = stdout.splitlines()
+    header = lines[0]
+    assert header.startswith("gpt2lab bench (quick) | ")
+    assert f"torch {report['machine']['torch']}" in header and "cores" in header and "threads" in header
+    assert "scripts/bench.py --quick" in header and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", header)
+    table = [line for line in lines if line.startswith("|")]
+    titles = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert titles == ["measurement", *(title for title, _, _ in COLUMNS), "notes"]
+    names = [line.strip("|").split("|")[0].strip() for line in table[2:]]
+    assert names == expected_rows()
+    for line in table[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == len(titles)
+        assert all(re.fullmatch(r"—|[\d,]+(\.\d+)?%?", cell) for cell in cells[1:-1]), line
+
+
+def test_goals_are_listed_with_what_was_measured_but_not_judged_in_quick_mode(quick_bench):
+    stdout, report = quick_bench
+    goals = report["goals"]
+    assert len(goals) == 5 and all(goal["met"] is None for goal in goals)
+    assert goals[0]["measured"].startswith("not run") and goals[4]["measured"].startswith("not run")
+    judged_elsewhere = goals[1:4] if default_workers() > 1 else goals[1:3]  # data needs 2 cores
+    assert all("not judged" in g["measured"] for g in judged_elsewhere)
+    assert stdout.count("- [not measured] ") == 5
+
+
+def test_a_missing_corpus_is_one_line_and_exit_1(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--input", str(tmp_path / "missing.txt")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert re.fullmatch(r"error: --input \S+missing\.txt: no such file; .*\n", result.stderr)
