@@ -114,9 +114,9 @@ def test_unknown_optimizer_names_the_valid_ones():
         assert name in message
 
 
-def test_adamw_uses_foreach_on_cpu():
+def test_adamw_uses_the_fused_kernel_on_cpu():
     optimizer = make_optimizer("adamw", make_model())
-    assert optimizer.defaults["foreach"] and not optimizer.defaults["fused"]
+    assert optimizer.defaults["fused"] and not optimizer.defaults["foreach"]
 
 
 def test_adamwprune_without_masks_is_adamw_bitwise():
