@@ -36,8 +36,13 @@ class Tracker:
         return self.filter.points_sent
 
     def log(self, metrics, step):
-        """Record `metrics` ({name: float}) at training iteration `step`."""
-        raise NotImplementedError
+        """Record `metrics` ({name: float}) at training iteration `step`:
+        the points the backend does not hold yet go to `self._run.log`, which
+        both backends' run objects (trackio.Run, wandb.Run) provide."""
+        fresh = self.filter.fresh(metrics, step)
+        if fresh:
+            self._run.log(fresh, step=step)
+            self.filter.record(fresh, step)
 
     def summary(self, metrics, step):
         """Record the run's final numbers; `step` is the last logged step."""

@@ -121,12 +121,6 @@ class TrackioTracker(Tracker):
         stored = stored_points(self.db_path, self._run.id) if self._local and resume_state is not None else {}
         self.filter = StepFilter(stored=stored)
 
-    def log(self, metrics, step):
-        fresh = self.filter.fresh(metrics, step)
-        if fresh:
-            self._run.log(fresh, step=step)
-            self.filter.record(fresh, step)
-
     def summary(self, metrics, step):
         self.log({SUMMARY_PREFIX + key: value for key, value in metrics.items()}, step)
 

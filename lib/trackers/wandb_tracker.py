@@ -91,12 +91,6 @@ class WandbTracker(Tracker):
         """This process's .wandb file."""
         return Path(self._run.settings.sync_file)
 
-    def log(self, metrics, step):
-        fresh = self.filter.fresh(metrics, step)
-        if fresh:
-            self._run.log(fresh, step=step)
-            self.filter.record(fresh, step)
-
     def summary(self, metrics, step):
         self._run.summary.update(metrics)
 
