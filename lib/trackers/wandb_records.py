@@ -10,7 +10,7 @@ FULL/FIRST/MIDDLE/LAST), each record a protobuf
 
 Used to tell a resumed offline run which steps its earlier files already
 hold, to check after finish() that every point reached the file, and by
-tests/test_tracking.py to read back what a run logged.
+the tracking tests (tests/tracking_support.py) to read back what a run logged.
 """
 
 import json
