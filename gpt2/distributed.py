@@ -38,6 +38,11 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def barrier(self):
+        """Wait until every rank gets here (a collective; no-op without DDP)."""
+        if self.enabled:
+            dist.barrier()
+
     def gather(self, obj):
         """List of every rank's `obj` (a collective), [obj] without DDP."""
         if not self.enabled:

@@ -232,6 +232,20 @@ def write_json(path, metrics):
         f.write("\n")
 
 
+def report_final(run, losses, log):
+    """Rank 0's end of a run: final metrics to the trackers, the JSON file
+    and the console."""
+    metrics = final_metrics(run, losses)
+    run.trackers.summary(metrics)
+    if run.args.json_output:
+        write_json(run.args.json_output, metrics)
+    log(
+        f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
+        f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
+    )
+    return metrics
+
+
 def train(args, log=log_line):
     """Run one training job from parsed flags; returns the final metrics
     (rank 0; other ranks return None)."""
@@ -246,19 +260,13 @@ def train(args, log=log_line):
             if checkpoint:
                 resume_rng(run, checkpoint)
             losses = loop(run)
-            if not dist.is_main:
-                return None
-            metrics = final_metrics(run, losses)
-            run.trackers.summary(metrics)
-            if args.json_output:
-                write_json(args.json_output, metrics)
-            log(
-                f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
-                f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
-            )
-            return metrics
+            metrics = report_final(run, losses, log) if dist.is_main else None
         finally:
             run.trackers.finish()
+        # The other ranks wait here until rank 0 has written its files, so
+        # no rank tears the process group down under another still using it.
+        dist.barrier()
+        return metrics
     finally:
         distributed.stop(dist)
 

@@ -33,7 +33,7 @@ def test_two_processes_train_and_only_rank_0_writes(shakespeare_data, shakespear
         shakespeare_data, shakespeare_path, out_dir,
         "--max-iters", "4", "--eval-interval", "2", "--gradient-accumulation-steps", "4",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     # Each line once: rank 1 prints nothing.
     assert [int(n) for n in re.findall(r"^iter (\d+) \|", out, re.M)] == [1, 2, 3, 4]
