@@ -16,12 +16,16 @@ at 1,024 tokens per step (it grows with the batch), at the same speed once
 freed memory is kept for reuse (gpt2/cpu_allocator.py); without that, 18%
 faster steps, because every fresh 206 MB tensor is page-faulted in again.
 
-Same value and gradients as the plain way up to float rounding
-(tests/test_fast_paths.py); used for training and evaluation on
+The three products of a chunk go through torch.mm, or through oneDNN when
+gpt2/cpu_matmul.py has chosen it (about 1.9x faster products on AVX-512
+AMD CPUs).  Same value and gradients as the plain way up to float rounding,
+either way (tests/test_fast_paths.py); used for training and evaluation on
 CPU (gpt2/run_setup.py decides), where the logits themselves are never needed.
 """
 
 import torch
+
+from gpt2 import cpu_matmul
 
 # Elements of one chunk of logits: 25.8M floats = 103 MB, i.e. 512 rows of
 # GPT-2's padded vocabulary.  Measured on 2 cores (docs/benchmarks.md, 4
@@ -30,15 +34,76 @@ import torch
 # the three matrix multiplies of a chunk run at 190-200 GFLOP/s from 512
 # rows on, and smaller ones pay more per call than they gain in cache.
 CHUNK_ELEMENTS = 512 * 50304
-# The forward multiply writes its logits in blocks of columns of about this
-# many elements (2 MB, one core's L2 cache here): 512 x 1,024 blocks ran at
-# 195 GFLOP/s, one 512 x 50,304 multiply at 170 (MKL, same machine).
+# BLAS: the forward multiply writes its logits in blocks of columns of about
+# this many elements (2 MB, one core's L2 cache here): 512 x 1,024 blocks ran
+# at 195 GFLOP/s, one 512 x 50,304 multiply at 170 (MKL, same machine).
 FORWARD_BLOCK_ELEMENTS = 512 * 1024
+# oneDNN: the weight gradient is taken a block of vocabulary columns at a
+# time, of about this many elements.  oneDNN wants contiguous operands, so
+# each block of the logit gradient is transposed first; a 2 MB block
+# (512 rows x 1,024 columns) is transposed in cache, the whole chunk (103 MB)
+# at memory speed: 24 vs 59 ms per step (4 layers x 256 wide).
+ONEDNN_GRAD_BLOCK_ELEMENTS = 512 * 1024
 
 
 def default_chunk_rows(vocab_size):
     """Rows per chunk so that a chunk of logits holds about CHUNK_ELEMENTS."""
     return max(1, CHUNK_ELEMENTS // vocab_size)
+
+
+class _BlasProducts:
+    """The three products of a chunk through torch.mm, into buffers reused
+    by every chunk (a fresh 100 MB each time would be page-faulted in each
+    time)."""
+
+    def __init__(self, weight, chunk_rows):
+        self.weight = weight
+        self.buffer = weight.new_empty(chunk_rows, weight.size(0))
+        self.block_cols = max(1, FORWARD_BLOCK_ELEMENTS // chunk_rows)
+
+    def logits(self, h):
+        out = self.buffer[: len(h)]
+        for col in range(0, self.weight.size(0), self.block_cols):
+            cols = slice(col, col + self.block_cols)
+            torch.mm(h, self.weight[cols].t(), out=out[:, cols])
+        return out
+
+    def grad_hidden(self, grad_logits, out):
+        torch.mm(grad_logits, self.weight, out=out)
+
+    def grad_weight(self, grad_logits, h, out, accumulate):
+        if accumulate:
+            out.addmm_(grad_logits.t(), h)
+        else:
+            torch.mm(grad_logits.t(), h, out=out)
+
+
+class _OneDNNProducts:
+    """The same products through oneDNN (gpt2/cpu_matmul.py), which returns
+    new tensors (the allocator setting of gpt2/cpu_allocator.py keeps their
+    memory mapped) and copies transposed operands: the weight is transposed
+    once for every chunk, the logit gradient in cache-sized blocks."""
+
+    def __init__(self, weight, want_grads):
+        self.weight = weight
+        self.weight_t = weight.t().contiguous() if want_grads else None
+
+    def logits(self, h):
+        return cpu_matmul.linear_product(h, self.weight)
+
+    def grad_hidden(self, grad_logits, out):
+        out.copy_(cpu_matmul.linear_product(grad_logits, self.weight_t))
+
+    def grad_weight(self, grad_logits, h, out, accumulate):
+        h_t = h.t().contiguous()
+        block_cols = max(1, ONEDNN_GRAD_BLOCK_ELEMENTS // len(h))
+        for col in range(0, self.weight.size(0), block_cols):
+            cols = slice(col, col + block_cols)
+            block = cpu_matmul.linear_product(grad_logits[:, cols].t().contiguous(), h_t)
+            if accumulate:
+                out[cols] += block
+            else:
+                out[cols] = block
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -52,17 +117,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if want_grads else None
         grad_weight = torch.empty_like(weight) if want_grads else None
         loss_sum = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
-        # One buffer for every chunk (a fresh 100 MB each time would be
-        # page-faulted in each time).
-        vocab = weight.size(0)
-        buffer = hidden.new_empty(min(rows, chunk_rows), vocab)
-        block_cols = max(1, FORWARD_BLOCK_ELEMENTS // min(rows, chunk_rows))
+        if cpu_matmul.applies(hidden, weight):
+            products = _OneDNNProducts(weight, want_grads)
+        else:
+            products = _BlasProducts(weight, min(rows, chunk_rows))
         for start in range(0, rows, chunk_rows):
-            h, t = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
+            chunk = slice(start, start + chunk_rows)
+            h, t = hidden[chunk], targets[chunk]
             picked = torch.arange(len(t), device=t.device)
-            log_probs = buffer[: len(t)]
-            for col in range(0, vocab, block_cols):
-                torch.mm(h, weight[col : col + block_cols].t(), out=log_probs[:, col : col + block_cols])
+            log_probs = products.logits(h)
             # log_softmax reads each row in full before writing it, so it
             # can overwrite its input.
             torch.log_softmax(log_probs, dim=1, out=log_probs)
@@ -73,11 +136,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # the mean is applied in backward, together with grad_output.
             grad_logits = log_probs.exp_()
             grad_logits[picked, t] -= 1.0
-            torch.mm(grad_logits, weight, out=grad_hidden[start : start + chunk_rows])
-            if start == 0:
-                torch.mm(grad_logits.t(), h, out=grad_weight)
-            else:
-                grad_weight.addmm_(grad_logits.t(), h)
+            products.grad_hidden(grad_logits, grad_hidden[chunk])
+            products.grad_weight(grad_logits, h, grad_weight, accumulate=start > 0)
         ctx.rows = rows
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss_sum / rows

@@ -2,13 +2,16 @@
 
 nanoGPT divides by an A100's 312 TFLOP/s whatever the hardware; here the peak
 comes from the GPU's name (dense tensor-core numbers from the vendors' data
-sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply.
+sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply in
+every library available (gpt2/cpu_matmul.py): the fastest is the peak.
 An unknown GPU gets no MFU rather than a wrong one.
 """
 
 import time
 
 import torch
+
+from gpt2 import cpu_matmul
 
 # Dense peak FLOP/s by dtype.  float32 is the TF32 tensor-core rate, since the
 # training loop turns TF32 on.  Checked in order: the first pattern contained
@@ -45,34 +48,44 @@ def gpu_peak_flops(device_name, dtype_name):
     return None
 
 
-def measure_matmul_flops(dtype=torch.float32, seconds=0.3, device="cpu", size=_CPU_MATMUL_SIZE):
-    """Best FLOP/s of a square (size x size) matmul over about `seconds`: the
-    practical peak of this machine (all threads torch uses)."""
-    n = size
+def measure_matmul_flops(seconds=0.3, size=_CPU_MATMUL_SIZE, backend="blas"):
+    """Best FLOP/s of a float32 (size x size) product on CPU over about
+    `seconds`, all threads torch uses, through `backend` (gpt2/cpu_matmul.py)."""
     # A private generator: measuring must not move the global RNG, which a
     # resumed run restores to continue exactly where it stopped.
-    generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, generator=generator, device=device).to(dtype)
-    b = torch.randn(n, n, generator=generator, device=device).to(dtype)
-    torch.mm(a, b)  # warm-up: thread pool, kernel choice
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    multiply = cpu_matmul.product(backend)
+    multiply(a, b)  # warm-up: thread pool, kernel choice
     best = float("inf")
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        torch.mm(a, b)
+        multiply(a, b)
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return 2 * size**3 / best
 
 
-def peak_flops(device, dtype_name):
+def cpu_matmul_flops(seconds=0.2, size=_CPU_MATMUL_SIZE):
+    """{backend: FLOP/s} of every float32 matrix-multiply library this
+    PyTorch can use on CPU: torch.mm's BLAS, and oneDNN where available."""
+    backends = ("blas", "onednn") if cpu_matmul.available() else ("blas",)
+    return {backend: measure_matmul_flops(seconds, size, backend) for backend in backends}
+
+
+def peak_flops(device, dtype_name, cpu_flops=None):
     """Peak FLOP/s for MFU on `device` (a torch.device), or None if unknown.
-    On CPU always the float32 rate: CPUs without native bfloat16/float16
-    multiply those far slower, which would make a low-precision MFU look
-    better than float32 while the run is slower."""
+    On CPU the float32 rate of the fastest library (cpu_flops, as
+    cpu_matmul_flops returns, or measured now), whichever the run uses: the
+    peak of the machine, not of the code path.  Always float32: CPUs
+    without native bfloat16/float16 multiply those far slower, which would
+    make a low-precision MFU look better than float32 while the run is
+    slower."""
     if device.type == "cuda":
         return gpu_peak_flops(torch.cuda.get_device_name(device), dtype_name)
     if device.type == "cpu":
-        return measure_matmul_flops(torch.float32)
+        return max((cpu_flops or cpu_matmul_flops()).values())
     return None
 
 

@@ -63,6 +63,7 @@ TRAIN_FLAGS = {
     "DEVICE": "--device",
     "DTYPE": "--dtype",
     "COMPILE": "--compile",
+    "CPU_MATMUL": "--cpu-matmul",
     # Experiment tracking
     "TRACKER": "--tracker",
     "TRACKER_PROJECT": "--tracker-project",

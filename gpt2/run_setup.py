@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from gpt2 import cpu_matmul
 from gpt2.batches import Batches
 from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.errors import UsageError
-from gpt2.mfu import peak_flops
+from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
 from gpt2.prepare_data import DataError, ensure_prepared
 from gpt2.run_config import check_resume_compatible, model_config
@@ -73,6 +74,20 @@ def prepared_data_dir(args, dist, log):
     if error:
         raise UsageError(error)
     return Path(folder)
+
+
+def cpu_matmul_setup(args, device, dist):
+    """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py)
+    from the speeds measured here, the same one on every rank (rank 0's
+    choice).  Returns the measured FLOP/s per library ({} off CPU; the MFU
+    peak) and a note for the start-up line."""
+    if device.type != "cpu":
+        cpu_matmul.use("blas")
+        return {}, ""
+    flops = cpu_matmul_flops()
+    backend = dist.gather(cpu_matmul.choose(args.cpu_matmul, flops))[0]
+    cpu_matmul.use(backend)
+    return flops, f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
 
 
 def micro_steps_per_rank(args, dist):
@@ -133,6 +148,7 @@ def setup(args, precision, dist, log):
         device = torch.device(precision.device_type)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same big tensors every step
+    cpu_flops, matmul = cpu_matmul_setup(args, device, dist)
     torch.manual_seed(args.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = model_config(args)
     micro_steps = micro_steps_per_rank(args, dist)
@@ -167,7 +183,7 @@ def setup(args, precision, dist, log):
         batches=batches,
         micro_steps=micro_steps,
         tokens_per_iter=args.batch_size * config.block_size * args.gradient_accumulation_steps,
-        peak_flops=peak_flops(device, precision.dtype) if dist.is_main else None,
+        peak_flops=peak_flops(device, precision.dtype, cpu_flops) if dist.is_main else None,
         # On CPU: the speed of the full logits at half the peak memory
         # (docs/benchmarks.md).  A compiled graph fuses the softmax itself,
         # and the GPU path keeps the plain loss it was planned with.
@@ -177,7 +193,7 @@ def setup(args, precision, dist, log):
     log(
         f"model {args.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
         f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "
-        f"{device} {precision.dtype}{' compiled' if precision.compile else ''} | "
+        f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{matmul} | "
         f"{run.tokens_per_iter:,} tokens/iter = {args.batch_size} batch x {config.block_size} block x "
         f"{args.gradient_accumulation_steps} accumulation"
         + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2 import cli, distributed
+from gpt2 import cli, cpu_matmul, distributed
 from gpt2.run_config import resolve_precision
 from gpt2.run_setup import open_run_trackers, setup
 from gpt2.schedule import learning_rate
@@ -119,8 +119,9 @@ def measure(spec):
         "dtype": precision.dtype,
         "compile": precision.compile,
         "chunked_loss": run.chunked_loss,
+        "cpu_matmul": cpu_matmul.in_use() if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
-        "setup_peak_flops": run.peak_flops,  # CPU: a 0.3 s matmul; CUDA: the data sheet (gpt2/mfu.py)
+        "setup_peak_flops": run.peak_flops,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/mfu.py)
         "tracker": args.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,

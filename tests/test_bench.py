@@ -34,7 +34,7 @@ def quick_bench(shakespeare_path, tmp_path_factory):
 def expected_rows():
     plan = PLANS["quick"]
     return (
-        ["peak: float32 torch.mm"]
+        ["peak: float32 matmul"]
         + [row.name for row in plan.train["cpu"]]
         + ["tracker none", "tracker trackio", "tracker wandb (offline)"]
         + ["data: tokenize, 1 process"]
@@ -51,12 +51,17 @@ def test_every_row_has_every_number_it_promises(quick_bench):
             value = row[key]
             assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (name, key, value)
     # MFU is achieved FLOP/s over the run's measured peak.
-    peak = rows["peak: float32 torch.mm"]["gflops"]
+    peak = rows["peak: float32 matmul"]["gflops"]
     assert report["peak_flops"] == pytest.approx(peak * 1e9)
     for row in report["rows"]:
         if row["kind"] in ("train", "tracker"):
             assert row["mfu"] == pytest.approx(row["gflops"] / peak)
     assert rows["tracker none"]["ratio"] == pytest.approx(1.0)
+    # The peak is the fastest library's: both were measured each time.
+    measurements = rows["peak: float32 matmul"]["measurements"]
+    assert all(set(m) == {"blas", "onednn"} for m in measurements)
+    assert peak * 1e9 == pytest.approx(max(max(m.values()) for m in measurements))
+    assert "BLAS matmuls" in rows["cpu-tiny, BLAS matmuls"]["note"]
 
 
 def test_the_table_has_a_header_every_row_and_every_column(quick_bench):

@@ -1,7 +1,8 @@
 """The speed-ups of the CPU training path change no result: the chunked
 linear cross-entropy (gpt2/linear_cross_entropy.py) gives F.cross_entropy's
-loss and gradients, and keeping freed memory (gpt2/cpu_allocator.py) is safe
-to ask for."""
+loss and gradients, through BLAS and through oneDNN; oneDNN's Linear
+(gpt2/cpu_matmul.py) gives F.linear's; and keeping freed memory
+(gpt2/cpu_allocator.py) is safe to ask for."""
 
 import platform
 
@@ -9,9 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpt2 import cpu_matmul
 from gpt2.cpu_allocator import keep_freed_memory
+from gpt2.errors import UsageError
 from gpt2.linear_cross_entropy import default_chunk_rows, linear_cross_entropy
 from gpt2.model import GPT, PADDED_VOCAB_SIZE, GPTConfig
+
+
+@pytest.fixture
+def onednn():
+    """oneDNN matrix multiplies for the test, BLAS again afterwards."""
+    assert cpu_matmul.available(), "the pinned PyTorch (2.13) has oneDNN's _linear_pointwise"
+    cpu_matmul.use("onednn")
+    yield
+    cpu_matmul.use("blas")
 
 
 def plain_loss_and_grads(hidden, weight, targets, scale=1.0):
@@ -54,6 +66,71 @@ def test_model_gives_the_same_loss_and_gradients_either_way():
     torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-5)
     for a, b in zip(chunked_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 1000])
+def test_chunked_loss_through_onednn_equals_cross_entropy(onednn, chunk_rows):
+    """float32 (oneDNN's only type), vocabulary wider than one gradient block."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(100, 32, generator=generator)
+    weight = torch.randn(3000, 32, generator=generator) * 0.1
+    targets = torch.randint(0, 3000, (100,), generator=generator)
+    assert cpu_matmul.applies(hidden, weight)
+    expected = plain_loss_and_grads(hidden.double(), weight.double(), targets, 0.5)
+    got = chunked_loss_and_grads(hidden, weight, targets, chunk_rows, 0.5)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_equals_f_linear_with_gradients(onednn, bias):
+    torch.manual_seed(0)
+    layer = cpu_matmul.Linear(24, 40, bias=bias)
+    x = torch.randn(3, 5, 24, requires_grad=True)  # any leading shape, as nn.Linear
+    y = layer(x)
+    grads = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()])
+    cpu_matmul.use("blas")
+    y_plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    plain_grads = torch.autograd.grad(y_plain.square().sum(), [x, *layer.parameters()])
+    assert y.grad_fn.next_functions[0][0].name() == "_OneDNNLinearBackward"  # it took the oneDNN path
+    assert y.shape == (3, 5, 40)
+    torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_is_not_used_where_it_would_change_the_arithmetic(onednn):
+    x = torch.randn(4, 8)
+    assert cpu_matmul.applies(x)
+    assert not cpu_matmul.applies(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_matmul.applies(x)  # autocast's bfloat16 F.linear applies instead
+    cpu_matmul.use("blas")
+    assert not cpu_matmul.applies(x)
+
+
+def test_the_model_trains_the_same_through_either_library(onednn):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32))
+    idx, targets = torch.randint(0, 50257, (2, 4, 32))
+    _, loss = model(idx, targets, chunked_loss=True)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    cpu_matmul.use("blas")
+    _, plain = model(idx, targets, chunked_loss=True)
+    plain_grads = torch.autograd.grad(plain, list(model.parameters()))
+    torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_takes_onednn_only_when_clearly_faster(monkeypatch):
+    assert cpu_matmul.choose("auto", {"blas": 100.0, "onednn": 250.0}) == "onednn"
+    assert cpu_matmul.choose("auto", {"blas": 100.0, "onednn": 110.0}) == "blas"  # a near tie keeps BLAS
+    assert cpu_matmul.choose("auto", {"blas": 100.0}) == "blas"  # oneDNN not available
+    assert cpu_matmul.choose("blas", {"blas": 100.0, "onednn": 250.0}) == "blas"
+    monkeypatch.setattr(cpu_matmul, "_available", False)
+    with pytest.raises(UsageError, match="--cpu-matmul onednn: this PyTorch cannot"):
+        cpu_matmul.choose("onednn", {"blas": 100.0})
 
 
 def test_without_gradients_only_the_loss_is_computed():

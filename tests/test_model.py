@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gpt2.mfu import gpu_peak_flops, measure_matmul_flops, model_flops_utilization
+from gpt2.mfu import cpu_matmul_flops, gpu_peak_flops, measure_matmul_flops, model_flops_utilization, peak_flops
 from gpt2.model import GPT, MODEL_SIZES, PADDED_VOCAB_SIZE, GPTConfig
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -147,6 +147,13 @@ def test_cpu_peak_is_measured_without_touching_the_global_rng():
     flops = measure_matmul_flops(seconds=0.05)
     assert 1e8 < flops < 1e15
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_cpu_peak_is_the_fastest_library():
+    measured = cpu_matmul_flops(seconds=0.05)
+    assert set(measured) == {"blas", "onednn"}  # the pinned PyTorch has both
+    assert all(1e8 < flops < 1e15 for flops in measured.values())
+    assert peak_flops(torch.device("cpu"), "float32", measured) == max(measured.values())
 
 
 def test_mfu_divides_achieved_by_peak_of_all_ranks():

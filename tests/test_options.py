@@ -25,6 +25,7 @@ EXPECTED_CHOICES = {
     "OPTIMIZER": {"sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune"},
     "PRUNING_METHOD": {"none", "magnitude", "movement", "state"},
     "DTYPE": {"bfloat16", "float16", "float32"},
+    "CPU_MATMUL": {"auto", "blas", "onednn"},
     "TRACKER": {"none", "trackio", "wandb", "trackio,wandb"},
 }
 

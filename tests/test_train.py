@@ -199,7 +199,14 @@ def test_missing_cuda_falls_back_to_cpu_with_one_notice(tiny_run, capsys):
     assert code == 0
     assert out.count("notice:") == 1
     assert "notice: CUDA is not available; running on CPU in float32 without torch.compile" in out
-    assert "| cpu float32 |" in out
+    assert re.search(r"\| cpu float32, (oneDNN|BLAS) matmuls \|", out)
+
+
+@pytest.mark.parametrize("library, shown", [("blas", "BLAS"), ("onednn", "oneDNN")])
+def test_the_start_line_names_the_cpu_matmul_library(tiny_run, capsys, library, shown):
+    code, _, metrics = tiny_run("--max-iters", "2", "--cpu-matmul", library)
+    assert code == 0 and metrics["iterations"] == 2
+    assert f"| cpu float32, {shown} matmuls |" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------
