@@ -25,7 +25,6 @@ import torch
 
 from gpt2.errors import UsageError
 
-BACKENDS = ("auto", "blas", "onednn")
 # oneDNN is chosen by "auto" only if at least this much faster than BLAS: a
 # near tie must not flip between runs.
 MIN_SPEEDUP = 1.2
@@ -59,9 +58,7 @@ def _linear(x, weight, bias=None):
 def product(backend):
     """A function (a, b) -> a @ b of 2-D float32 CPU tensors through
     `backend`: "blas" (torch.mm) or "onednn"."""
-    if backend == "onednn":
-        return lambda a, b: _linear(a, b.t())
-    return torch.mm
+    return mm if backend == "onednn" else torch.mm
 
 
 def choose(requested, measured):
