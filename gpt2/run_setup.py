@@ -76,18 +76,20 @@ def prepared_data_dir(args, dist, log):
     return Path(folder)
 
 
-def cpu_matmul_setup(args, device, dist):
+def cpu_matmul_setup(args, precision, device, dist):
     """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py)
     from the speeds measured here, the same one on every rank (rank 0's
-    choice).  Returns the measured FLOP/s per library ({} off CPU; the MFU
-    peak) and a note for the start-up line."""
+    choice); a compiled model leaves the choice to torch.compile.  Returns
+    the measured FLOP/s per library ({} off CPU; the MFU peak) and a note
+    for the start-up line."""
     if device.type != "cpu":
         cpu_matmul.use("blas")
         return {}, ""
     flops = cpu_matmul_flops()
-    backend = dist.gather(cpu_matmul.choose(args.cpu_matmul, flops))[0]
+    backend = "blas" if precision.compile else cpu_matmul.choose(args.cpu_matmul, flops)
+    backend = dist.gather(backend)[0]
     cpu_matmul.use(backend)
-    return flops, f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
+    return flops, "" if precision.compile else f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
 
 
 def micro_steps_per_rank(args, dist):
@@ -148,7 +150,7 @@ def setup(args, precision, dist, log):
         device = torch.device(precision.device_type)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same big tensors every step
-    cpu_flops, matmul = cpu_matmul_setup(args, device, dist)
+    cpu_flops, matmul = cpu_matmul_setup(args, precision, device, dist)
     torch.manual_seed(args.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = model_config(args)
     micro_steps = micro_steps_per_rank(args, dist)
