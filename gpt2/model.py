@@ -11,6 +11,9 @@ Two deliberate choices:
     measured ~25% faster steps).  The 47 extra ids never occur in the data;
     their logits are simply learned down towards zero probability.
   * `bias` really switches every bias off: Linear layers and LayerNorms alike.
+
+Linear layers are gpt2/cpu_matmul.py's nn.Linear (same parameters, same
+state_dict), whose float32 products on CPU can go through oneDNN.
 """
 
 import math
