@@ -15,7 +15,10 @@ and how to fix it, and nothing is written.
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from kconfiglib import BOOL, HEX, INT, STRING, TRI_TO_STR
@@ -103,6 +106,25 @@ def list_defconfigs(args):
         print(f"  {name:<24} {description}")
 
 
+def exit_when_terminal_closes(fd, interval=0.5):
+    """End this process once its terminal is gone (window closed, ssh
+    dropped).  Under `make menuconfig` the hangup reaches make, the session
+    leader, not the menu, and kconfiglib's menu then polls the dead terminal
+    at 100% CPU forever.  Nothing is lost: the menu writes .config only when
+    told to save."""
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            try:
+                os.tcgetpgrp(fd)  # EIO once the terminal has hung up
+            except OSError:
+                os._exit(128 + signal.SIGHUP)  # as if the hangup had reached us
+
+    if os.isatty(fd):
+        threading.Thread(target=watch, name="terminal-watch", daemon=True).start()
+
+
 def menuconfig(args):
     """Edit .config in kconfiglib's terminal menu, then regenerate the outputs."""
     # Imported here: only the menu needs curses.
@@ -110,6 +132,7 @@ def menuconfig(args):
 
     kconf = read_config(args.config) if Path(args.config).exists() else load_tree()
     os.environ["KCONFIG_CONFIG"] = str(args.config)  # where kconfiglib's menu loads and saves
+    exit_when_terminal_closes(sys.stdin.fileno())
     kconfiglib_menuconfig.menuconfig(kconf)
     if Path(args.config).exists():
         print(f"{', '.join(str(path) for path in generate(args.config, args.build_dir))} "

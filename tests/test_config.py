@@ -6,9 +6,14 @@ are never touched (the Makefile takes KCONFIG_CONFIG and BUILD).
 
 import hashlib
 import json
+import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -353,3 +358,28 @@ def test_make_list_defconfigs(tmp_path):
     listing = make(tmp_path, "list-defconfigs").stdout
     for name, description in configure.presets().items():
         assert f"{name}" in listing and description in listing
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal (POSIX)")
+def test_menuconfig_ends_when_its_terminal_closes(tmp_path):
+    """Closing the window (or losing ssh) under `make menuconfig` hangs up
+    make, not the menu; the menu must still end, not spin on a dead
+    terminal, and must leave no .config behind when nothing was saved."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: make is the session leader, as in a shell
+        os.execvp("make", [*MAKE, f"KCONFIG_CONFIG={tmp_path / '.config'}", f"BUILD={tmp_path / 'build'}",
+                           "menuconfig"])
+    screen, deadline = b"", time.monotonic() + 30
+    while b"Experiment Tracking" not in screen and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 1.0)[0]:
+            screen += os.read(terminal, 65536)
+    assert b"Experiment Tracking" in screen, screen[-500:]  # the menu is up
+    os.close(terminal)  # the window closes
+    deadline = time.monotonic() + 15
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("menuconfig still running 15 s after its terminal closed")
+        time.sleep(0.2)
+    assert not (tmp_path / ".config").exists()
