@@ -92,7 +92,8 @@ class _OneDNNProducts:
     """The same products through oneDNN (gpt2/cpu_matmul.py), which returns
     new tensors (the allocator setting of gpt2/cpu_allocator.py keeps their
     memory mapped) and copies transposed operands: the weight is transposed
-    once for every chunk, the logit gradient in cache-sized blocks."""
+    once per call and shared by every chunk, the logit gradient in
+    cache-sized blocks."""
 
     def __init__(self, weight, want_grads):
         self.weight = weight
@@ -121,9 +122,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     computed in forward (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows):
+    def forward(ctx, hidden, weight, targets, chunk_rows, want_grads):
         rows = hidden.size(0)
-        want_grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_grads else None
         grad_weight = torch.empty_like(weight) if want_grads else None
         loss_sum = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
@@ -159,7 +159,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # In place, saving a 51 MB copy: the graph is backpropagated once,
         # as training does (a second backward through the same graph fails
         # autograd's version check instead of returning doubled gradients).
-        return grad_hidden.mul_(scale), grad_weight.mul_(scale), None, None
+        return grad_hidden.mul_(scale), grad_weight.mul_(scale), None, None, None
 
 
 def linear_cross_entropy(hidden, weight, targets, chunk_rows=None):
@@ -169,5 +169,9 @@ def linear_cross_entropy(hidden, weight, targets, chunk_rows=None):
     autocast: the softmax over 50k ids needs it (float64 stays float64)."""
     chunk_rows = chunk_rows or default_chunk_rows(weight.size(0))
     dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+    # Decided here: inside forward grad mode is always off, and
+    # ctx.needs_input_grad is true under torch.no_grad() too (the weight
+    # still requires grad), which made every evaluation compute gradients.
+    want_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets, chunk_rows)
+        return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets, chunk_rows, want_grads)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from gpt2 import cpu_matmul
 from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.errors import UsageError
+from gpt2 import linear_cross_entropy as linear_cross_entropy_module
 from gpt2.linear_cross_entropy import default_chunk_rows, linear_cross_entropy
 from gpt2.model import GPT, PADDED_VOCAB_SIZE, GPTConfig
 
@@ -133,7 +134,16 @@ def test_auto_takes_onednn_only_when_clearly_faster(monkeypatch):
         cpu_matmul.choose("onednn", {"blas": 100.0})
 
 
-def test_without_gradients_only_the_loss_is_computed():
+@pytest.mark.parametrize("library", ["blas", "onednn"])
+def test_without_gradients_only_the_loss_is_computed(monkeypatch, library):
+    cpu_matmul.use(library)
+
+    def no_gradient_work(*args, **kwargs):
+        raise AssertionError("a gradient product ran under torch.no_grad()")
+
+    for products in (linear_cross_entropy_module._BlasProducts, linear_cross_entropy_module._OneDNNProducts):
+        monkeypatch.setattr(products, "grad_hidden", no_gradient_work)
+        monkeypatch.setattr(products, "grad_weight", no_gradient_work)
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
     idx, targets = torch.randint(0, 50257, (2, 3, 32))
