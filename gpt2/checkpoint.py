@@ -81,6 +81,12 @@ def save_checkpoint(out_dir, state, is_best):
         _publish_as(latest, Path(out_dir) / BEST)
 
 
+# What a resume reads from a checkpoint (gpt2/train.py checkpoint_state
+# writes these and more).
+REQUIRED_KEYS = ("model", "model_config", "optimizer", "pruner", "scaler", "iter_num", "best_val_loss",
+                 "training_time", "rng", "args")  # fmt: skip
+
+
 def load_checkpoint(out_dir):
     """The state saved in out_dir/ckpt.pt (tensors on the CPU)."""
     path = Path(out_dir) / LATEST
@@ -91,7 +97,17 @@ def load_checkpoint(out_dir):
         )
     # weights_only: a checkpoint holds only tensors and plain Python values,
     # so loading one never runs code from the file.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or not a torch file: torch raises many kinds
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--resume: cannot read {path} ({reason}); start a new --out-dir") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UsageError(
+            f"--resume: {path} is not a gpt2lab checkpoint (no {', '.join(missing)}); start a new --out-dir"
+        )
+    return state
 
 
 def rng_state():

@@ -44,14 +44,15 @@ def available():
             generator = torch.Generator().manual_seed(0)
             a, b = torch.randn(64, 48, generator=generator), torch.randn(32, 48, generator=generator)
             try:
-                _available = torch.allclose(_linear(a, b), a @ b.t(), rtol=1e-4, atol=1e-4)
+                _available = torch.allclose(linear_product(a, b), a @ b.t(), rtol=1e-4, atol=1e-4)
             except RuntimeError:
                 pass
     return _available
 
 
-def _linear(x, weight, bias=None):
-    """x @ weight.T (+ bias) in oneDNN; x: (rows, in), weight: (out, in)."""
+def linear_product(x, weight, bias=None):
+    """x @ weight.T (+ bias) in oneDNN; x: (rows, in), weight: (out, in).
+    Call where applies().  A transposed (non-contiguous) operand costs a copy."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -103,15 +104,9 @@ def applies(*tensors):
     )
 
 
-def linear_product(x, weight):
-    """x @ weight.T of 2-D float32 CPU tensors in oneDNN (call where
-    applies()).  A transposed (non-contiguous) operand costs a copy."""
-    return _linear(x, weight)
-
-
 def mm(a, b):
     """a @ b of 2-D float32 CPU tensors in oneDNN (call where applies())."""
-    return _linear(a, b.t())
+    return linear_product(a, b.t())
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -121,7 +116,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _linear(x, weight, bias)
+        return linear_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):

@@ -3,8 +3,10 @@
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; with more than one process each
 rank trains on its own batches and DistributedDataParallel averages the
 gradients.  Rank 0 alone logs, checkpoints, writes JSON and tracks.  Decisions
-that end the loop (time budget, inf/NaN loss, data errors) are taken by all
-ranks together through `any_rank`, so no rank is left waiting in a collective.
+that end the loop (time budget, inf/NaN loss) are taken by all ranks together
+through `any_rank`, and what rank 0 alone decides at start-up (prepared data or
+its error, the CPU matmul library) reaches the others through `gather`, so no
+rank is left waiting in a collective.
 """
 
 import os

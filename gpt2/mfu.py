@@ -13,18 +13,20 @@ import torch
 
 from gpt2 import cpu_matmul
 
-# Dense peak FLOP/s by dtype.  float32 is the TF32 tensor-core rate, since the
-# training loop turns TF32 on.  Checked in order: the first pattern contained
+# Dense peak FLOP/s by dtype.  float32 is the TF32 tensor-core rate, since
+# gpt2/run_setup.py turns TF32 on.  Checked in order: the first pattern contained
 # in torch.cuda.get_device_name() wins, so specific names come first
-# ("H100 PCIe" before "H100", "L40S" before "L4").
+# ("H100 PCIe" before "H100", "GH200" before "H200", "L40S" before "L40"
+# before "L4").
 GPU_PEAK_FLOPS = (
     ("H100 PCIe", {"bfloat16": 756e12, "float16": 756e12, "float32": 378e12}),
     ("H100 NVL", {"bfloat16": 835e12, "float16": 835e12, "float32": 418e12}),
     ("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12}),  # SXM
-    ("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12}),
     ("GH200", {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12}),
+    ("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 495e12}),
     ("A100", {"bfloat16": 312e12, "float16": 312e12, "float32": 156e12}),
     ("L40S", {"bfloat16": 362e12, "float16": 362e12, "float32": 183e12}),
+    ("L40", {"bfloat16": 181e12, "float16": 181e12, "float32": 90.5e12}),
     ("L4", {"bfloat16": 121e12, "float16": 121e12, "float32": 60e12}),
     ("A10", {"bfloat16": 125e12, "float16": 125e12, "float32": 62.5e12}),
     ("RTX 4090", {"bfloat16": 165e12, "float16": 165e12, "float32": 82.6e12}),
@@ -74,18 +76,18 @@ def cpu_matmul_flops(seconds=0.2, size=_CPU_MATMUL_SIZE):
     return {backend: measure_matmul_flops(seconds, size, backend) for backend in backends}
 
 
-def peak_flops(device, dtype_name, cpu_flops=None):
+def peak_flops(device, dtype_name, cpu_flops):
     """Peak FLOP/s for MFU on `device` (a torch.device), or None if unknown.
-    On CPU the float32 rate of the fastest library (cpu_flops, as
-    cpu_matmul_flops returns, or measured now), whichever the run uses: the
-    peak of the machine, not of the code path.  Always float32: CPUs
+    On CPU the float32 rate of the fastest library in `cpu_flops` (as
+    cpu_matmul_flops returns), whichever the run uses: the peak of the
+    machine, not of the code path.  Always float32: CPUs
     without native bfloat16/float16 multiply those far slower, which would
     make a low-precision MFU look better than float32 while the run is
     slower."""
     if device.type == "cuda":
         return gpu_peak_flops(torch.cuda.get_device_name(device), dtype_name)
     if device.type == "cpu":
-        return max((cpu_flops or cpu_matmul_flops()).values())
+        return max(cpu_flops.values())
     return None
 
 

@@ -5,6 +5,7 @@ range-checked by gpt2/cli.py), each raising UsageError with a message that
 names the flags involved and how to fix them.
 """
 
+import os
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -74,6 +75,11 @@ def check_flags(args):
             f"--min-lr {args.min_lr:g} is above --learning-rate {args.learning_rate:g}; "
             "the schedule decays from the learning rate down to min-lr"
         )
+    # Found before training rather than when the JSON is written at the end.
+    if args.json_output and os.path.isdir(args.json_output):
+        raise UsageError(f"--json-output {args.json_output} is a folder; give a file path such as out/metrics.json")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UsageError(f"--out-dir {args.out_dir} is a file; give a folder (it is created if missing)")
 
 
 def model_config(args):

@@ -78,16 +78,23 @@ def prepared_data_dir(args, dist, log):
 
 def cpu_matmul_setup(args, precision, device, dist):
     """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py)
-    from the speeds measured here, the same one on every rank (rank 0's
-    choice); a compiled model leaves the choice to torch.compile.  Returns
-    the measured FLOP/s per library ({} off CPU; the MFU peak) and a note
+    from the speeds rank 0 measures, the same one on every rank; a compiled
+    model leaves the choice to torch.compile.  Returns the measured FLOP/s
+    per library (the MFU peak; {} off CPU and on the other ranks) and a note
     for the start-up line."""
     if device.type != "cpu":
         cpu_matmul.use("blas")
         return {}, ""
-    flops = cpu_matmul_flops()
-    backend = "blas" if precision.compile else cpu_matmul.choose(args.cpu_matmul, flops)
-    backend = dist.gather(backend)[0]
+    flops, backend, error = {}, None, None
+    if dist.is_main:  # the others would only slow its timing down
+        flops = cpu_matmul_flops()
+        try:
+            backend = "blas" if precision.compile else cpu_matmul.choose(args.cpu_matmul, flops)
+        except UsageError as e:
+            error = str(e)
+    backend, error = dist.gather((backend, error))[0]
+    if error:
+        raise UsageError(error)
     cpu_matmul.use(backend)
     return flops, "" if precision.compile else f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
 

@@ -198,7 +198,7 @@ def loop(run):
         interval_iters += 1
         run.training_time = base_time + time.time() - session_start
         if run.iter_num % args.log_interval == 0:
-            loss_value = loss.item()  # the one host-device sync per log interval
+            loss_value = loss.item()  # host-device syncs happen only here, once per log interval
             check_finite(run, [loss_value], "the training loss")
             if run.dist.is_main:
                 report_progress(run, loss_value, lr, (time.time() - interval_start) / interval_iters)
@@ -232,14 +232,14 @@ def write_json(path, metrics):
         f.write("\n")
 
 
-def report_final(run, losses, log):
+def report_final(run, losses):
     """Rank 0's end of a run: final metrics to the trackers, the JSON file
     and the console."""
     metrics = final_metrics(run, losses)
     run.trackers.summary(metrics)
     if run.args.json_output:
         write_json(run.args.json_output, metrics)
-    log(
+    run.log(
         f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
         f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
     )
@@ -259,8 +259,9 @@ def train(args, log=log_line):
         try:
             if checkpoint:
                 resume_rng(run, checkpoint)
+                checkpoint = None  # its tensors are copied into the run; free them for the whole training
             losses = loop(run)
-            metrics = report_final(run, losses, log) if dist.is_main else None
+            metrics = report_final(run, losses) if dist.is_main else None
         finally:
             run.trackers.finish()
         # The other ranks wait here until rank 0 has written its files, so
@@ -280,6 +281,8 @@ def main(argv=None):
         return 0
     except (UsageError, DataError, TrackerError, NonFiniteLossError) as e:
         message, status = f"error: {e}", 1
+    except OSError as e:  # a file or folder of the run cannot be written or read (full disk, permissions)
+        message, status = f"error: {e.strerror or e}: {e.filename}; check --out-dir, --data-dir and --json-output", 1
     except KeyboardInterrupt:
         message, status = f"interrupted; --resume continues from the last checkpoint in {args.out_dir}", 130
     if distributed.launched_rank() == 0:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import torch
+from train_support import TINY, shakespeare_flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,10 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def torchrun(data_dir, input_path, out_dir, *flags):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "gpt2/train.py", "--device", "cpu", "--dtype", "float32", "--no-compile", "--tracker", "none",
-        "--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
-        "--batch-size", "4", "--eval-iters", "2", "--warmup-iters", "2", "--log-interval", "1",
-        "--dataset", "shakespeare", "--data-dir", str(data_dir), "--data-input", str(input_path),
+        "gpt2/train.py", *TINY, *shakespeare_flags(data_dir, input_path),
         "--out-dir", str(out_dir), "--json-output", str(out_dir / "metrics.json"), *flags,
     ]  # fmt: skip
     # One thread per process: two ranks share this machine's cores.

@@ -131,6 +131,8 @@ def test_flops_per_token_follows_the_palm_formula():
         ("NVIDIA A100-SXM4-80GB", "bfloat16", 312e12),
         ("NVIDIA A100-PCIE-40GB", "float32", 156e12),
         ("NVIDIA L40S", "bfloat16", 362e12),
+        ("NVIDIA L40", "bfloat16", 181e12),  # not the L4's 121
+        ("NVIDIA GH200 480GB", "bfloat16", 989e12),
         ("NVIDIA L4", "bfloat16", 121e12),
         ("Tesla V100-SXM2-16GB", "bfloat16", None),  # no bfloat16 on Volta
         ("Some Future GPU", "bfloat16", None),

@@ -13,14 +13,9 @@ import torch
 from gpt2.checkpoint import LATEST, atomic_open, load_checkpoint, save_checkpoint
 from gpt2.errors import UsageError
 from gpt2.train import main
+from train_support import TINY, shakespeare_flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--device", "cpu", "--dtype", "float32", "--no-compile", "--tracker", "none",
-    "--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
-    "--block-size", "32", "--batch-size", "4", "--eval-iters", "2",
-    "--warmup-iters", "2", "--log-interval", "1",
-]  # fmt: skip
 
 
 def logged(text, kind):
@@ -36,8 +31,7 @@ def command(data_dir, input_path, out_dir, *flags):
     """gpt2/train.py as a user runs it: deterministic on CPU in float32, with
     dropout on so the restored RNG state matters too."""
     return [
-        sys.executable, "gpt2/train.py", *TINY,
-        "--dataset", "shakespeare", "--data-dir", str(data_dir), "--data-input", str(input_path),
+        sys.executable, "gpt2/train.py", *TINY, *shakespeare_flags(data_dir, input_path),
         "--out-dir", str(out_dir), "--max-iters", "16", "--eval-interval", "6",
         "--dropout", "0.1", "--seed", "7", *flags,
     ]  # fmt: skip

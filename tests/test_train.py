@@ -7,6 +7,8 @@ import re
 
 import pytest
 import torch
+from tracking_support import SUMMARY_KEYS as TRACKED_SUMMARY_KEYS
+from train_support import TINY, shakespeare_flags
 
 from gpt2.batches import Batches
 from gpt2.checkpoint import BEST, LATEST
@@ -15,25 +17,8 @@ from gpt2.schedule import learning_rate
 from gpt2.train import main
 from lib.optim import OPTIMIZERS
 
-# A 2-layer, 32-wide model on 4 x 32-token batches: a step takes milliseconds
-# (most of it the 50,304-way output layer).
-TINY = [
-    "--device", "cpu", "--dtype", "float32", "--no-compile", "--tracker", "none",
-    "--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
-    "--block-size", "32", "--batch-size", "4", "--eval-iters", "2",
-    "--warmup-iters", "2", "--log-interval", "1",
-]  # fmt: skip
-
-SUMMARY_KEYS = {
-    "best_val_loss",
-    "final_train_loss",
-    "final_val_loss",
-    "total_training_time",
-    "tokens_seen",
-    "tokens_per_sec",
-    "sparsity",
-    "iterations",
-}
+# What the trackers get at the end, and the iteration count besides.
+SUMMARY_KEYS = {*TRACKED_SUMMARY_KEYS, "iterations"}
 
 
 @pytest.fixture
@@ -44,9 +29,7 @@ def tiny_run(shakespeare_data, shakespeare_path, tmp_path):
     def run(*flags):
         out_dir, json_path = tmp_path / "out", tmp_path / "metrics.json"
         argv = [
-            *TINY,
-            "--dataset", "shakespeare", "--data-dir", str(shakespeare_data),
-            "--data-input", str(shakespeare_path),
+            *TINY, *shakespeare_flags(shakespeare_data, shakespeare_path),
             "--out-dir", str(out_dir), "--json-output", str(json_path),
             *flags,
         ]  # fmt: skip
@@ -181,10 +164,22 @@ def test_diverging_loss_stops_with_one_line_and_no_checkpoint(tiny_run, capsys):
         (["--model", "gpt2", "--block-size", "2048"], r"error: --model gpt2: --block-size 2048 exceeds"),
         (["--data-input", "/nonexistent/input.txt", "--data-dir", "{tmp}"], r"error: .*nonexistent"),
         (["--device", "gpu"], r"error: --device gpu: not a supported device; use cuda, cuda:N, mps or cpu"),
+        (["--json-output", "{folder}"], r"error: --json-output \S+ is a folder; give a file path"),
+        (["--out-dir", "{file}"], r"error: --out-dir \S+ is a file; give a folder"),
+        (["--resume", "--out-dir", "{damaged}"], r"error: --resume: cannot read \S+ckpt\.pt \(.+\); start a new --out-dir"),
+        (["--resume", "--out-dir", "{foreign}"], r"error: --resume: \S+ckpt\.pt is not a gpt2lab checkpoint \(no model, "),
     ],
 )
 def test_user_errors_give_one_line_and_exit_1(tiny_run, capsys, tmp_path, flags, message):
-    flags = [f.replace("{tmp}", str(tmp_path / "empty")) for f in flags]
+    (tmp_path / "a_file").write_text("not a folder\n")
+    for name in ("a_folder", "damaged", "foreign"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "damaged" / LATEST).write_bytes(b"PK\x03\x04 cut short")  # a torch zip file, truncated
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign" / LATEST)  # some other program's checkpoint
+    places = {"{tmp}": tmp_path / "empty", "{folder}": tmp_path / "a_folder", "{file}": tmp_path / "a_file",
+              "{damaged}": tmp_path / "damaged", "{foreign}": tmp_path / "foreign"}  # fmt: skip
+    for key, path in places.items():
+        flags = [f.replace(key, str(path)) for f in flags]
     code, _, metrics = tiny_run("--max-iters", "1", *flags)
     err = capsys.readouterr().err
     assert code == 1
