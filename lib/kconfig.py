@@ -43,7 +43,9 @@ _NOT_SET = re.compile(r"# CONFIG_([A-Za-z0-9_]+) is not set")
 # A double-quoted string with backslash escapes, and nothing after it.
 _QUOTED = re.compile(r'"(?:[^\\"]|\\.)*"')
 
-FIX_HINT = "edit the line or run `make menuconfig`"
+# Not `make menuconfig`: it loads .config just as strictly, so it refuses
+# the same file.
+FIX_HINT = "edit the line, or start over with `make defconfig-<name>`"
 UNKNOWN_HINT = "remove or correct the line (.config.example lists every option)"
 
 

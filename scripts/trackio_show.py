@@ -12,6 +12,7 @@ import os
 import sys
 
 from lib.trackers.naming import default_project_name
+from lib.trackers.trackio_tracker import INSTALL, database_dir
 from scripts.launch import read_settings
 
 
@@ -29,7 +30,7 @@ def dashboard(settings, port=None):
     project = settings["TRACKER_PROJECT"] or default_project_name()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port or settings["TRACKIO_PORT"]))
     if settings["TRACKIO_DIR"]:
-        env["TRACKIO_DIR"] = settings["TRACKIO_DIR"]
+        env["TRACKIO_DIR"] = str(database_dir(settings["TRACKIO_DIR"]))  # as train.py resolves it
     return [sys.executable, "-m", "trackio.cli", "show", "--project", project], env
 
 
@@ -41,7 +42,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("trackio") is None:
-        sys.exit("error: Trackio is not installed; `pip install trackio`")
+        sys.exit(f"error: Trackio is not installed; install it with: {INSTALL}")
     argv_out, env = dashboard(read_settings(args.build_dir), args.port)
     print(f"GRADIO_SERVER_PORT={env['GRADIO_SERVER_PORT']} trackio show --project {argv_out[-1]}",
           flush=True)

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lib.trackers.base import TrackerError
 from lib.trackers.wandb_records import offline_run_folders
+from lib.trackers.wandb_tracker import INSTALL, has_api_key, import_wandb
 
 
 def default_wandb_dir():
@@ -33,16 +35,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     wandb_dir = args.wandb_dir or default_wandb_dir()
 
-    try:
-        import wandb
-    except ImportError:
-        print("error: wandb is not installed; install it with: pip install wandb", file=sys.stderr)
-        return 1
+    # Nothing to upload needs neither wandb nor a key: say so first.
     folders = offline_run_folders(wandb_dir)
     if not folders:
         print(f"wandb-sync: no offline runs in {wandb_dir}")
         return 0
-    if not args.dry_run and not wandb.login(prompt=False, verify=False):
+    try:
+        wandb = import_wandb()
+    except TrackerError:  # its message speaks of the tracker; this is the sync script
+        print(f"error: wandb is not installed; install it with: {INSTALL}", file=sys.stderr)
+        return 1
+    if not args.dry_run and not has_api_key(wandb):
         print("error: no W&B API key; run `wandb login` (or set WANDB_API_KEY) first", file=sys.stderr)
         return 1
     action = "listing" if args.dry_run else "uploading"

@@ -30,11 +30,14 @@ from tracking_support import (
     wandb_rows,
 )
 
-from lib.trackers import TrackerError, null_trackers, open_trackers, parse_tracker_names
+from lib.trackers import TrackerError, null_trackers, open_trackers, parse_tracker_names, registry
 from lib.trackers.journal import journal_path, read_journal
 from lib.trackers.naming import default_project_name, default_run_name
 from lib.trackers.run_info import REDACTED
-from lib.trackers.wandb_records import offline_run_files, read_offline_run
+from lib.trackers.trackio_tracker import stored_points
+from lib.trackers.wandb_records import CHUNK_HEADER, FULL, HEADER, offline_run_files, read_offline_run
+from lib.trackers.wandb_tracker import read_run_file
+from scripts import trackio_show
 
 
 def test_tracker_names_are_parsed_deduplicated_and_checked():
@@ -113,6 +116,25 @@ def test_journal_skips_a_last_line_cut_by_a_kill_and_names_a_damaged_one(tmp_pat
     path.write_text('{"kind": "log", "st\n{"kind": "finish", "step": 5, "failed": []}\n')
     with pytest.raises(ValueError, match=r"tracking.jsonl:1: not a JSON record"):
         read_journal(path)
+
+
+def test_bad_out_dir_or_damaged_journal_stops_before_any_backend_starts(tmp_path, monkeypatch):
+    def no_backend(name):
+        raise AssertionError(f"backend {name} started")
+
+    monkeypatch.setattr(registry, "backend_class", no_backend)
+    (tmp_path / "file").write_text("x")
+    for out_dir in (tmp_path / "file", tmp_path / "file" / "out"):  # FileExistsError, NotADirectoryError
+        with pytest.raises(TrackerError) as error:
+            open_trackers("trackio", project="p", run_name="r", config={}, out_dir=out_dir)
+        message = str(error.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith(f"cannot write {journal_path(out_dir)} (")
+        assert message.endswith("); choose a writable --out-dir")
+
+    journal_path(tmp_path).write_text('{"kind": "log", "st\n{"kind": "finish", "step": 5, "failed": []}\n')
+    with pytest.raises(TrackerError, match=r"tracking.jsonl:1: not a JSON record; .*move it away"):
+        open_trackers("trackio", project="p", run_name="r", config={}, out_dir=tmp_path, resume_state={})
 
 
 def test_run_config_holds_settings_dot_config_git_and_redacts_secrets(tmp_path, monkeypatch):
@@ -331,6 +353,29 @@ def test_wandb_replay_appends_the_steps_after_a_failure(tmp_path, monkeypatch, c
     assert_each_step_once(wandb_rows(state["wandb_dir"], state["run_id"]), expected_points(range(31)))
 
 
+def test_damaged_trackio_database_or_wandb_file_is_one_line_naming_it(tmp_path):
+    garbage = tmp_path / "p.db"
+    garbage.write_bytes(b"not a database " * 100)
+    with pytest.raises(TrackerError) as error:
+        stored_points(garbage, "run-id")
+    assert str(error.value).startswith(f"cannot read the Trackio database {garbage} (file is not a database)")
+    assert len(str(error.value).splitlines()) == 1
+
+    run_file = tmp_path / "offline-run-20260101_000000-abc" / "run-abc.wandb"
+    run_file.parent.mkdir()
+    for content in (b"garbage", HEADER + b"\xe1\xbe\x00" + CHUNK_HEADER.pack(0, 5, FULL) + b"\xff" * 5):
+        run_file.write_bytes(content)
+        with pytest.raises(TrackerError, match=rf"^tracker wandb: {re.escape(str(run_file))}: .*; move its folder"):
+            read_run_file(run_file)
+
+
+def test_trackio_show_uses_the_trackio_dir_training_uses(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = {"TRACKER_PROJECT": "p", "TRACKIO_PORT": 7860, "TRACKIO_DIR": "~/tio"}
+    _, env = trackio_show.dashboard(settings)
+    assert env["TRACKIO_DIR"] == str((tmp_path / "tio").resolve())
+
+
 def test_wandb_sync_script_reports_what_it_would_do(tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     empty = subprocess.run(
@@ -359,8 +404,24 @@ def test_wandb_sync_script_reports_what_it_would_do(tmp_path):
 
 def test_wandb_sync_without_wandb_is_one_line(tmp_path):
     env = blocked_package_env(tmp_path, "wandb")
+    nothing = subprocess.run(
+        [sys.executable, str(WANDB_SYNC), "--wandb-dir", str(tmp_path / "wandb")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert nothing.returncode == 0  # nothing to upload needs no wandb
+    assert nothing.stdout.strip() == f"wandb-sync: no offline runs in {tmp_path / 'wandb'}"
+    (tmp_path / "wandb" / "offline-run-20260101_000000-abc").mkdir(parents=True)
     result = subprocess.run(
-        [sys.executable, str(WANDB_SYNC)], check=False, capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, str(WANDB_SYNC), "--wandb-dir", str(tmp_path / "wandb")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: wandb is not installed; install it with: pip install wandb"

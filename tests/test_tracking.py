@@ -212,5 +212,18 @@ def test_missing_package_is_one_line_before_training(shakespeare_data, tmp_path)
     assert not list(Path(os.environ["WANDB_DIR"]).rglob("*.wandb"))  # wandb was not left half-started
 
 
+def test_out_dir_under_a_file_is_one_line_before_training(shakespeare_data, tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "out"
+    result = train(tiny_train_args(shakespeare_data, out, "wandb"), cwd=REPO_ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {journal_path(out)} (Not a directory); choose a writable --out-dir"
+    )
+    assert "Traceback" not in result.stderr
+    assert not re.search(r"^(eval|iter) \d+ \|", result.stdout + result.stderr, re.MULTILINE)  # no step ran
+    assert not list(Path(os.environ["WANDB_DIR"]).rglob("offline-run-*"))  # no W&B run was started
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, *sys.argv[1:]]))

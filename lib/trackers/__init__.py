@@ -9,7 +9,6 @@ Backends (trackio, wandb) are imported only when asked for; see docs/tracking.md
 """
 
 from lib.trackers.base import (
-    NullTracker,
     Tracker,
     TrackerError,
     Trackers,
@@ -19,7 +18,6 @@ from lib.trackers.registry import TRACKERS, open_trackers, parse_tracker_names
 
 __all__ = [
     "TRACKERS",
-    "NullTracker",
     "Tracker",
     "TrackerError",
     "Trackers",

@@ -1,18 +1,17 @@
-"""The tracker interface, its no-op, and the fan-out container the loop uses.
+"""The tracker interface and the fan-out container the loop uses.
 
 The training loop holds one `Trackers` and calls `.log(metrics, step)` at its
-log and eval intervals, `.summary(metrics)` once at the end and `.finish()` in a
-`finally`; it never asks which backends are on.  Every call is written to the
-journal first (see journal.py), then handed to each backend.  A backend that
-raises is reported once, marked failed and skipped from then on: losing a
-dashboard must never stop a training run, and the journal still holds every
-point for scripts/replay_journal.py.
+log and eval intervals, `.state_dict()` for each checkpoint, `.summary(metrics)`
+once at the end and `.finish()` in a `finally`; it never asks which backends
+are on.  Every log and summary is written to the journal first (see
+journal.py), then handed to each backend.  A backend that raises is reported
+once, marked failed and skipped from then on: losing a dashboard must never
+stop a training run, and the journal still holds every point for
+scripts/replay_journal.py.
 """
 
 import numbers
 import sys
-
-from lib.trackers.step_filter import StepFilter
 
 REPLAY_SCRIPT = "scripts/replay_journal.py"
 
@@ -28,7 +27,9 @@ class Tracker:
     `self.filter` (a StepFilter), so none is written to the backend twice."""
 
     name = "tracker"
-    filter = StepFilter()
+    # Each backend's __init__ sets its own StepFilter (built from what its
+    # run already holds); a shared class-level one would mix their points.
+    filter = None
 
     @property
     def points_sent(self):
@@ -55,24 +56,6 @@ class Tracker:
     def finish(self):
         """Flush and close the run; raise TrackerError if points were lost."""
         raise NotImplementedError
-
-
-class NullTracker(Tracker):
-    """Accepts everything and records nothing."""
-
-    name = "none"
-
-    def log(self, metrics, step):
-        pass
-
-    def summary(self, metrics, step):
-        pass
-
-    def state_dict(self):
-        return {}
-
-    def finish(self):
-        pass
 
 
 def plain_metrics(metrics):
@@ -213,9 +196,11 @@ class Trackers:
             if self.journal is not None
             else ""
         )
+        # finish() runs after the last step: "training goes on" would be wrong there.
+        outcome = "training is unaffected" if method == "finish" else "training goes on without it"
         print(
             f"warning: tracker {name} failed in {method}() at step {self.last_step} ({error}); "
-            f"training goes on without it, {where} keeps every point{replay}",
+            f"{outcome}, {where} keeps every point{replay}",
             file=sys.stderr,
             flush=True,
         )

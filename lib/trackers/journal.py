@@ -1,10 +1,11 @@
 """The append-only JSONL journal: every run start, metric and summary, in order.
 
-The journal is written before any backend sees a record, one JSON object per
-line, flushed per record (a few hundred bytes per log interval), so it
-survives a crashed backend and a killed process (the OS keeps the flushed
-bytes; only a power loss can take the last lines).  scripts/replay_journal.py
-reads it back to fill a backend that missed points.
+Each metric and summary is written before any backend sees it (the "start"
+record just after the backends started: it holds their run ids), one JSON
+object per line, flushed per record (a few hundred bytes per log interval),
+so it survives a crashed backend and a killed process (the OS keeps the
+flushed bytes; only a power loss can take the last lines).
+scripts/replay_journal.py reads it back to fill a backend that missed points.
 
 Record kinds:
   {"kind": "start", "time", "project", "run_name", "trackers", "resumed", "config", "backends"}
@@ -44,6 +45,13 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def discard(self):
+        """Close, and remove the file when nothing was ever written to it: a
+        run whose trackers failed to start leaves no journal behind."""
+        self.close()
+        if self.path.stat().st_size == 0:
+            self.path.unlink()
 
 
 def read_journal(path):

@@ -46,12 +46,26 @@ def backend_class(name):
 
 def earlier_points(out_dir):
     """{step: metrics} journaled in `out_dir` by the sessions before a restart."""
-    if not out_dir or not journal_path(out_dir).is_file():
+    path = journal_path(out_dir) if out_dir else None
+    if path is None or not path.is_file():
         return {}
     try:
-        return journaled_points(read_journal(journal_path(out_dir)))
+        return journaled_points(read_journal(path))
     except ValueError as exc:
         raise TrackerError(f"{exc}; move it away to resume without it") from None
+    except OSError as exc:
+        raise TrackerError(f"cannot read {path} ({exc.strerror}); make it readable or move it away") from None
+
+
+def open_journal(out_dir):
+    """The Journal of `out_dir`, or TrackerError when it cannot be written
+    (e.g. --out-dir lies under a regular file, or is read-only)."""
+    try:
+        return Journal(out_dir)
+    except OSError as exc:
+        raise TrackerError(
+            f"cannot write {journal_path(out_dir)} ({exc.strerror}); choose a writable --out-dir"
+        ) from None
 
 
 def open_trackers(
@@ -83,6 +97,10 @@ def open_trackers(
     full_config = run_config(config, project=project, run_name=run_name)
     options = {"wandb_entity": wandb_entity, "wandb_offline": wandb_offline, "trackio_dir": trackio_dir}
 
+    # The journal is read and opened before any backend starts, so a bad
+    # --out-dir or a damaged journal stops here, with no backend run to close.
+    earlier = earlier_points(out_dir) if resume_state is not None else {}
+    journal = open_journal(out_dir) if out_dir else None
     backends = []
     try:
         for name in selected:
@@ -99,10 +117,11 @@ def open_trackers(
         for backend in backends:  # close what already started: no half-open runs
             with contextlib.suppress(Exception):
                 backend.finish()
+        if journal is not None:
+            with contextlib.suppress(OSError):  # cleanup: never hide the error that got us here
+                journal.discard()
         raise
 
-    earlier = earlier_points(out_dir) if resume_state is not None else {}
-    journal = Journal(out_dir) if out_dir else None
     trackers = Trackers(
         backends,
         project=project,

@@ -14,11 +14,11 @@ resumed run which points Trackio already holds, so none is written twice
 (step_filter.py).
 """
 
+import contextlib
 import json
 import os
 import sqlite3
 import sys
-from contextlib import closing
 from pathlib import Path
 
 from lib.trackers.base import Tracker, TrackerError
@@ -30,10 +30,17 @@ INSTALL = "pip install trackio"
 SUMMARY_PREFIX = "summary/"
 
 
+def database_dir(trackio_dir):
+    """The absolute folder a --trackio-dir / TRACKIO_DIR setting names: the
+    one rule for training and `make trackio-show`, so both use the same
+    databases (Trackio itself would not expand '~')."""
+    return Path(trackio_dir).expanduser().resolve()
+
+
 def import_trackio(trackio_dir=""):
     """The trackio module, storing into `trackio_dir` when given."""
     if trackio_dir:
-        wanted = Path(trackio_dir).expanduser().resolve()
+        wanted = database_dir(trackio_dir)
         loaded = sys.modules.get("trackio")
         if loaded is not None and Path(loaded.utils.TRACKIO_DIR).resolve() != wanted:
             raise TrackerError(
@@ -58,17 +65,21 @@ def project_db_path(project):
 
 
 def stored_points(db_path, run_id):
-    """{metric: sorted list of steps} that a run has in a Trackio database."""
+    """{metric: sorted list of steps} that a run has in a Trackio database.
+    A database that cannot be read (e.g. damaged) is a TrackerError."""
     if not Path(db_path).is_file():
         return {}
     steps = {}
-    with closing(sqlite3.connect(db_path, timeout=30)) as conn:
-        try:
+    try:
+        with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn:
             rows = conn.execute("SELECT step, metrics FROM metrics WHERE run_id = ?", (run_id,)).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return {}
-            raise
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):  # Trackio creates it with its first write
+            return {}
+        raise TrackerError(
+            f"cannot read the Trackio database {db_path} ({exc}); if it is damaged, move it away "
+            "or point --trackio-dir at another folder"
+        ) from None
     for step, metrics in rows:
         for key in json.loads(metrics):
             steps.setdefault(key, []).append(step)
@@ -118,7 +129,12 @@ class TrackioTracker(Tracker):
             raise TrackerError(f"tracker trackio cannot start: {exc}") from None
         self._trackio = trackio
         self.project = project
-        stored = stored_points(self.db_path, self._run.id) if self._local and resume_state is not None else {}
+        try:
+            stored = stored_points(self.db_path, self._run.id) if self._local and resume_state is not None else {}
+        except TrackerError:
+            with contextlib.suppress(Exception):  # the run started above: close it, keep this error
+                self._close_run()
+            raise
         self.filter = StepFilter(stored=stored)
 
     def summary(self, metrics, step):
@@ -132,13 +148,16 @@ class TrackioTracker(Tracker):
             "trackio_dir": str(self.db_path.parent),
         }
 
-    def finish(self):
+    def _close_run(self):
         # trackio.finish() also forgets the current run, so Trackio's exit
         # hook does not finish it a second time; it waits for the writer thread.
         if self._trackio.context_vars.current_run.get() is self._run:
             self._trackio.finish()
         else:
             self._run.finish()
+
+    def finish(self):
+        self._close_run()
         sent = self.filter.sent
         if not self._local or not sent:
             return

@@ -42,10 +42,6 @@ class OfflineRun:
     history: list = field(default_factory=list)  # [(step, {key: value})], file order
     summary: dict = field(default_factory=dict)  # final values after every update
 
-    def steps(self, key):
-        """Steps at which `key` was logged, in file order."""
-        return [step for step, row in self.history if key in row]
-
     @property
     def last_step(self):
         return max((step for step, _ in self.history), default=None)
@@ -88,13 +84,18 @@ def _item_key(item):
 
 
 def read_offline_run(path):
-    """OfflineRun with the run record, config, history rows and summary of a .wandb file."""
+    """OfflineRun with the run record, config, history rows and summary of a
+    .wandb file.  A damaged file is a ValueError naming it."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     run = OfflineRun(path=Path(path))
     for payload in iter_records(path):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:
+            raise ValueError(f"{path}: a record is not a W&B protobuf; the file is damaged") from None
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id, run.project, run.entity = record.run.run_id, record.run.project, record.run.entity

@@ -13,6 +13,7 @@ already holds (online: wandb's resumed step; offline: the run's earlier
 .wandb files), and replay can append missing steps but not fill holes.
 """
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,22 @@ def import_wandb():
     return wandb
 
 
+def has_api_key(wandb):
+    """Whether wandb finds an API key (~/.netrc or WANDB_API_KEY).
+    prompt=False: report a missing key instead of waiting for typed input."""
+    return wandb.login(prompt=False, verify=False)
+
+
+def read_run_file(path):
+    """read_offline_run(path), or TrackerError naming the damaged file."""
+    try:
+        return read_offline_run(path)
+    except ValueError as exc:
+        raise TrackerError(
+            f"tracker wandb: {exc}; move its folder {Path(path).parent} away, or start a new --out-dir"
+        ) from None
+
+
 def _mode(offline_flag):
     """'offline' or 'online' from --wandb-offline and WANDB_MODE."""
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
@@ -52,8 +69,7 @@ class WandbTracker(Tracker):
         options = options or {}
         wandb = import_wandb()
         self.mode = _mode(options.get("wandb_offline", False))
-        # prompt=False: report a missing key instead of waiting for typed input.
-        if self.mode == "online" and not wandb.login(prompt=False, verify=False):
+        if self.mode == "online" and not has_api_key(wandb):
             raise TrackerError(
                 "tracker wandb has no API key; run `wandb login`, or set WANDB_MODE=offline (--wandb-offline)"
             )
@@ -71,14 +87,20 @@ class WandbTracker(Tracker):
             )
         except Exception as exc:
             raise TrackerError(f"tracker wandb cannot start: {exc}".splitlines()[0]) from None
-        self.filter = StepFilter(first_new_step=self._first_new_step() if resuming else 0)
+        try:
+            first_new_step = self._first_new_step() if resuming else 0
+        except TrackerError:
+            with contextlib.suppress(Exception):  # the run started above: close it, keep this error
+                self._run.finish()
+            raise
+        self.filter = StepFilter(first_new_step=first_new_step)
 
     def _first_new_step(self):
         """The lowest step this run may still log after a restart."""
         if self.mode == "online":
             return self._run.step  # wandb's next step, from the server's history
         earlier = [path for path in offline_run_files(self.wandb_dir, self._run.id) if path != self.run_file]
-        last_steps = [read_offline_run(path).last_step for path in earlier]
+        last_steps = [read_run_file(path).last_step for path in earlier]
         return max((step + 1 for step in last_steps if step is not None), default=0)
 
     @property
@@ -119,5 +141,5 @@ class WandbTracker(Tracker):
             raise TrackerError(f"wandb wrote {stored} of {expected} points of run {self._run.id} to {self.run_file}")
 
     def _points_in_file(self):
-        rows = read_offline_run(self.run_file).history
+        rows = read_run_file(self.run_file).history
         return sum(1 for _, row in rows for key in row if key in self.filter.sent)
