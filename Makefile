@@ -4,7 +4,8 @@
 # Variables: TRACKER=none|trackio|wandb|trackio,wandb (with defconfig-<name>),
 # ARGS="..." (extra flags for train, test, bench, wandb-sync), PORT (trackio-show),
 # KCONFIG_CONFIG and BUILD (where .config and the generated files live, so
-# tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output).
+# tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
+# TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build).
 
 SYSTEM_PYTHON ?= python3
 PYTHON := .venv/bin/python
@@ -71,7 +72,10 @@ bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 	@$(PYTHON) -m pytest $(ARGS)
 
-venv: $(VENV_STAMP) ## create .venv and install gpt2lab (TORCH_SPEC=... picks the torch build)
+# Runs every time, not only when the stamp is stale: `make venv TORCH_SPEC=...`
+# must reach an existing .venv (setup_venv.py is safe to run again).
+venv: ## create or update .venv and install gpt2lab (TORCH_SPEC=... picks the torch build)
+	@$(SYSTEM_PYTHON) scripts/setup_venv.py
 
 $(VENV_STAMP): pyproject.toml
 	@$(SYSTEM_PYTHON) scripts/setup_venv.py

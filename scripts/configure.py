@@ -9,8 +9,10 @@
 
 Every command that writes .config also regenerates build/config.py and
 build/train.args (scripts/genconfig.py), so they always match it.  Files are
-loaded strictly (lib/kconfig.py): a mistake stops with one line saying where
-and how to fix it, and nothing is written.
+loaded strictly (lib/kconfig.py): a mistake in one stops with one line saying
+where and how to fix it, before anything is written.  A write that fails (an
+unwritable --build-dir, a full disk) also stops with one line, but .config may
+already be replaced; `make` regenerates build/ from it once the cause is fixed.
 """
 
 import argparse
@@ -175,9 +177,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
-    except OSError as err:  # an unwritable build folder, a full disk
+    except (ConfigError, OSError) as err:  # OSError: an unwritable build folder, a full disk
         sys.exit(f"error: {err}")
 
 

@@ -59,7 +59,7 @@ def train_arguments(kconf):
         if sym.orig_type is BOOL:
             args.append(flag if value else f"--no-{flag[2:]}")
         else:
-            args.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
+            args.append(f"{flag}={value}")  # str(float) is its repr: the shortest exact form
     return args
 
 
@@ -128,9 +128,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         written = generate(args.config, args.build_dir, args.kconfig)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
-    except OSError as err:  # an unwritable build folder, a full disk
+    except (ConfigError, OSError) as err:  # OSError: an unwritable build folder, a full disk
         sys.exit(f"error: {err}")
     print(f"{args.config} -> {', '.join(str(path) for path in written)}")
 

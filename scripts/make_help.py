@@ -25,7 +25,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     rows = targets(argv[0] if argv else "Makefile")
     width = max(len(target) for target, _ in rows)
-    print("Targets (variables: TRACKER, ARGS, PORT, KCONFIG_CONFIG, BUILD):")
+    print("Targets (variables: TRACKER, ARGS, PORT, KCONFIG_CONFIG, BUILD, DEFCONFIG, TORCH_SPEC):")
     for target, description in rows:
         print(f"  make {target:<{width}}  {description}")
 

