@@ -1,7 +1,7 @@
 """Benchmark training speed, tracker overhead and data preparation: one table.
 
-    make bench                         # the full set below (about 4 minutes on 2 cores)
-    make bench ARGS="--quick"          # tiny sizes in under a minute (the CI smoke test)
+    make bench                         # the full set below (about 3 1/2 minutes on 2 cores)
+    make bench ARGS="--quick"          # tiny sizes, about 25 s (the CI smoke test)
     python scripts/bench.py --json bench.json
 
 The fixed set of measurements, in this order (full mode; --quick runs the
@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from gpt2.prepare_data import DataError, ensure_prepared
+from gpt2.train import no_log
 from scripts.bench_report import evaluate_goals, format_report
 from scripts.bench_rows import (BenchError, Workspace, data_rows, peak_row, set_cpu_mfu, tracker_rows,
                                 train_rows)
@@ -178,12 +179,13 @@ def run_benchmark(args, command):
         raise BenchError("--device cuda: CUDA is not available on this machine; use --device cpu")
     if not args.input.is_file():
         raise BenchError(f"--input {args.input}: no such file; point --input at Tiny Shakespeare's input.txt")
-    plan = PLANS["quick" if args.quick else "full"]
-    report = {"mode": "quick" if args.quick else "full", "command": command, "machine": machine(device)}
+    mode = "quick" if args.quick else "full"
+    plan = PLANS[mode]
+    report = {"mode": mode, "command": command, "machine": machine(device)}
     with tempfile.TemporaryDirectory(prefix="gpt2lab-bench-") as scratch:
         scratch = Path(scratch)
         try:
-            ensure_prepared("shakespeare", scratch / "data", input_path=str(args.input), log=lambda m: None)
+            ensure_prepared("shakespeare", scratch / "data", input_path=str(args.input), log=no_log)
         except DataError as e:
             raise BenchError(str(e)) from None
         data_flags = ("--dataset", "shakespeare", "--data-dir", str(scratch / "data"), "--data-input", str(args.input))
@@ -197,11 +199,11 @@ def run_benchmark(args, command):
     # Against the best peak of the run: a slow spell of the machine (this
     # one drifts by ~5% over minutes) during one measurement must not make
     # every MFU look higher.
-    peak = max(max(p.values()) for p in peaks)
-    set_cpu_mfu(rows, peak)
-    report["peak_flops"] = peak
+    peak = peak_row(peaks)
+    set_cpu_mfu(rows, peak["gflops"] * 1e9)
+    report["peak_flops"] = peak["gflops"] * 1e9
     report["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    report["rows"] = [peak_row(peaks), *rows]
+    report["rows"] = [peak, *rows]
     report["goals"] = evaluate_goals(report["rows"], quick=args.quick)
     return report
 

@@ -150,12 +150,8 @@ def data_rows(plan, corpus):
                 timings["running"].append(time_tokenize(text, cores, fresh_workers=False))
     finally:
         close_workers()
-    if cores == 1:
-        timings = {"single": timings["single"]}
-    speed = {kind: megabytes / statistics.median(s for s, _ in runs) for kind, runs in timings.items()}
+    speed = {kind: megabytes / statistics.median(s for s, _ in runs) for kind, runs in timings.items() if runs}
     tokens = timings["single"][0][1]
-    speed.setdefault("fresh", speed["single"])
-    speed.setdefault("running", speed["single"])
     single = {
         "name": "data: tokenize, 1 process",
         "kind": "data",
@@ -164,6 +160,8 @@ def data_rows(plan, corpus):
         "tokens_per_sec": tokens * speed["single"] / megabytes,
         "note": f"{megabytes:.1f} MB of text (Tiny Shakespeare repeated), median of {plan.data_repeats}",
     }
+    if cores == 1:
+        return [single]
     parallel = {
         "name": f"data: tokenize, {cores} processes",
         "kind": "data",
@@ -176,7 +174,7 @@ def data_rows(plan, corpus):
         "note": f"{speed['running'] / speed['single']:.2f}x one process with the workers running; "
         f"{speed['fresh']:.1f} MB/s = {speed['fresh'] / speed['single']:.2f}x when the run starts them",
     }
-    return [single, parallel] if cores > 1 else [single]
+    return [single, parallel]
 
 
 def set_cpu_mfu(rows, peak):

@@ -26,7 +26,7 @@ from gpt2 import cli, cpu_matmul, distributed
 from gpt2.run_config import resolve_precision
 from gpt2.run_setup import open_run_trackers, setup
 from gpt2.schedule import learning_rate
-from gpt2.train import report_progress, train_step
+from gpt2.train import no_log, report_progress, train_step
 
 
 def synchronize(device):
@@ -90,12 +90,11 @@ def measure(spec):
     """Run the steps `spec` describes; returns the measurement as a dict."""
     with tempfile.TemporaryDirectory(prefix="gpt2lab-bench-") as out_dir:
         args = cli.parse_args([*spec["flags"], "--out-dir", out_dir])
-        precision = resolve_precision(args, log=lambda message: None)
+        precision = resolve_precision(args, log=no_log)
         dist = distributed.start(precision.device_type)
-        run, _ = setup(args, precision, dist, log=lambda message: None)
+        run, _ = setup(args, precision, dist, log=no_log)
         if "chunked_loss" in spec:  # an ablation row: the other loss path
             run.chunked_loss = spec["chunked_loss"]
-        run.log = lambda message: None
         start = time.perf_counter()
         run.trackers = TimedTrackers(open_run_trackers(args, dist, None))
         startup = time.perf_counter() - start
@@ -125,7 +124,6 @@ def measure(spec):
         "tracker": args.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,
-        "log_calls": len(run.trackers.log_seconds),
         "log_seconds": run.trackers.log_seconds,
         "seconds_in_log": sum(run.trackers.log_seconds),
         "seconds_in_steps": sum(times),

@@ -9,8 +9,7 @@ from datetime import datetime
 
 import torch
 
-from gpt2 import cpu_matmul
-from gpt2.mfu import measure_matmul_flops
+from gpt2.mfu import cpu_matmul_flops
 from gpt2.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
 
 # Square sizes timed for the CPU peak: the best of them is the peak (on the
@@ -52,8 +51,8 @@ def matmul_peak(seconds):
     """{library: best float32 FLOP/s over PEAK_SIZES}, `seconds` for each
     size, for torch.mm's BLAS and, where available, oneDNN
     (gpt2/cpu_matmul.py): the machine's peak is the fastest of them."""
-    backends = ("blas", "onednn") if cpu_matmul.available() else ("blas",)
-    return {b: max(measure_matmul_flops(seconds, size=n, backend=b) for n in PEAK_SIZES) for b in backends}
+    per_size = [cpu_matmul_flops(seconds, size) for size in PEAK_SIZES]
+    return {library: max(flops[library] for flops in per_size) for library in per_size[0]}
 
 
 def corpus_text(path, megabytes):
