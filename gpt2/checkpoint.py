@@ -1,84 +1,35 @@
 """Checkpoints that are never half-written, and the random-number state that
 lets a resumed run repeat an uninterrupted one exactly.
 
-Every file is written to `<name>.tmp` in the same folder, flushed, fsynced and
-then renamed over the real name with os.replace, which is atomic on POSIX: a
-run killed at any moment leaves the previous checkpoint intact.  (A kill in
-the middle of a write may leave the .tmp file behind; the next save reuses it.)
+Every file is written to a temporary file in the same folder, flushed, fsynced
+and then renamed over the real name (lib/atomic.py): a run killed at any
+moment leaves the previous checkpoint intact.  (A kill in the middle of a
+write may leave the temporary behind; the next save removes it.)
 """
 
-import os
 import random
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gpt2.errors import UsageError
+from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
 
 LATEST = "ckpt.pt"  # written at every evaluation
 BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
 
 
-@contextmanager
-def atomic_open(path, mode="wb"):
-    """Open a temporary file for writing that replaces `path` only once the
-    `with` block completes; on an exception the temporary file is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (the folder entry), where the OS allows."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename still happened
-    finally:
-        os.close(fd)
-
-
-def _publish_as(source, target):
-    """Atomically make `target` hold the same bytes as `source`.  A hard link
-    costs nothing (and ckpt.pt is later replaced by a new file, so best.pt
-    keeps these bytes); filesystems without links get a copy."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-    os.replace(tmp, target)
-    _fsync_folder(target.parent)
-
-
 def save_checkpoint(out_dir, state, is_best):
     """Write `state` to out_dir/ckpt.pt, and to out_dir/best.pt if `is_best`."""
-    latest = Path(out_dir) / LATEST
+    latest, best = Path(out_dir) / LATEST, Path(out_dir) / BEST
+    for path in (latest, best):
+        remove_stale_temporaries(path)  # a killed run's half checkpoints (GBs each)
     with atomic_open(latest) as f:
         torch.save(state, f)
     if is_best:
-        _publish_as(latest, Path(out_dir) / BEST)
+        # ckpt.pt is later replaced by a new file, so best.pt keeps these bytes.
+        publish_as(latest, best)
 
 
 # What a resume reads from a checkpoint (gpt2/train.py checkpoint_state

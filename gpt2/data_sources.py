@@ -9,11 +9,12 @@ Nothing here tokenizes or writes token files; gpt2/prepare_data.py does.
 import hashlib
 import http.client
 import json
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
+
+from lib.atomic import write_bytes_atomically
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # The file is 1.1 MB; a connection that cannot deliver it in this time is
@@ -83,37 +84,6 @@ def file_sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_folder(folder):
-    """Make a rename in folder durable (the folder entry itself), where the
-    OS allows: Windows cannot open a folder, and some file systems cannot
-    fsync one; the rename has happened either way."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path, data):
-    """Write bytes to path through path.tmp, fsync and os.replace: after a
-    crash path holds the old bytes or all the new ones, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_folder(path.parent)
 
 
 def _decode_utf8(data, path):
@@ -204,12 +174,12 @@ def open_local_file(path, sha256):
 
 
 def download(url, dest):
-    """Fetch url into dest atomically (a .tmp file, fsync, rename): an
-    interrupted download never looks like a finished one."""
+    """Fetch url into dest atomically (lib/atomic.py): an interrupted
+    download never looks like a finished one."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
-        write_atomically(dest, data)
+        write_bytes_atomically(dest, data)
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None

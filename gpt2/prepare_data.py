@@ -9,9 +9,20 @@ with one describing another source or settings, is unfinished and is redone.
     python gpt2/prepare_data.py --dataset finewebedu --max-tokens 10000000
 """
 
+# Run as a file, Python puts gpt2/ first on sys.path, where its modules
+# (errors.py, tokenizer.py, ...) could shadow packages of the same name: run
+# the same command as the module gpt2.prepare_data instead, keeping the
+# interpreter's own options (-u, -X ...).  Nothing runs before this.
+if __name__ == "__main__" and not __package__:
+    import os
+    import sys
+
+    _options = sys.orig_argv[1 : len(sys.orig_argv) - len(sys.argv)]
+    os.execv(sys.executable, [sys.executable, *_options, "-m", "gpt2.prepare_data", *sys.argv[1:]])
+
 import argparse
+import contextlib
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -29,7 +40,6 @@ from gpt2.data_sources import (
     file_sha256,
     open_dataset,
     open_local_file,
-    write_atomically,
 )
 from gpt2.tokenizer import (
     EOT_TOKEN,
@@ -40,6 +50,7 @@ from gpt2.tokenizer import (
     split_text,
     tokenize,
 )
+from lib.atomic import atomic_open, write_bytes_atomically
 
 __all__ = ["DataError", "ensure_prepared", "main"]
 
@@ -92,31 +103,15 @@ def _matches(meta, request):
 
 
 class _TokenFiles:
-    """train/val .tmp files that become train.bin/val.bin only on commit."""
+    """The train and val token files, counting the tokens written to each."""
 
-    def __init__(self, folder):
-        self.folder = folder
-        self.counts = dict.fromkeys(SPLITS, 0)
-        self.files = {s: open(self.tmp(s), "wb") for s in SPLITS}
-
-    def tmp(self, split):
-        return self.folder / f"{split}.bin.tmp"
+    def __init__(self, files):
+        self.files = files
+        self.counts = dict.fromkeys(files, 0)
 
     def write(self, split, ids):
         ids.astype(np.uint16, copy=False).tofile(self.files[split])
         self.counts[split] += len(ids)
-
-    def commit(self):
-        for split, f in self.files.items():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(self.tmp(split), self.folder / f"{split}.bin")
-
-    def discard(self):
-        for split, f in self.files.items():
-            f.close()
-            self.tmp(split).unlink(missing_ok=True)
 
 
 def _write_text(source, out, max_tokens, workers, progress):
@@ -180,19 +175,17 @@ WRITERS = {
 def _prepare(dataset, folder, source, request, workers, log):
     write, unit = WRITERS[type(source)]
     total = len(source.text) if isinstance(source, TextSource) else request["max_tokens"]
-    out = _TokenFiles(folder)
     start = time.perf_counter()
-    try:
+    # train.bin and val.bin replace the old ones only if the whole block
+    # completes; on any error both temporaries are removed.
+    with contextlib.ExitStack() as stack:
+        out = _TokenFiles({s: stack.enter_context(atomic_open(folder / f"{s}.bin")) for s in SPLITS})
         # disable=None: no bar when stderr is not a terminal (logs, tests)
         bar = tqdm(total=total, unit=unit, unit_scale=True, desc=f"tokenizing {dataset}", disable=None)
         with bar as progress:
             n_bytes = write(source, out, request["max_tokens"], workers, progress)
         if not all(out.counts.values()):
             raise DataError(f"{source.description} is too small: train and val both need tokens; give more text")
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
     seconds = time.perf_counter() - start
     split_by = "characters" if isinstance(source, TextSource) else "documents"
     meta = {
@@ -212,8 +205,7 @@ def _prepare(dataset, folder, source, request, workers, log):
         "max_tokens": request["max_tokens"] if split_by == "documents" else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    # Its folder fsync also makes the renames of train.bin / val.bin durable.
-    write_atomically(folder / META, (json.dumps(meta, indent=2) + "\n").encode())
+    write_bytes_atomically(folder / META, (json.dumps(meta, indent=2) + "\n").encode())
     log(
         f"prepared {dataset}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
         f"from {source.description} in {seconds:.1f} s ({n_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)"
