@@ -9,50 +9,64 @@ PyTorch calls oneDNN for float32 matrix multiplies only from code that
 torch.compile generates, through the operator used here,
 torch.ops.mkldnn._linear_pointwise (x @ weight.T + bias).
 
-`use("onednn")` routes the model's Linear layers (gpt2/model.py) and the
-output layer's loss (gpt2/linear_cross_entropy.py) through it, forward and
-backward; `use("blas")` (the default) keeps torch's own path.  "auto" times
-both at start-up and takes oneDNN where it is clearly faster (MIN_SPEEDUP),
-so a machine where the two are close keeps the same choice run after run
-(a resumed run then continues with the same arithmetic).
+Nothing here is switched on for the whole process: a model computes
+through oneDNN only once its nn.Linear layers are swapped for OneDNNLinear
+(`swap_linears`, called by gpt2/cpu_fast_paths.py at run setup), and the
+chunked loss only when it is given "onednn" (gpt2/linear_cross_entropy.py).
+Every other model in the process keeps torch's own path.  `choose` picks
+the library for --cpu-matmul: "auto" times both at start-up and takes
+oneDNN where it is clearly faster (MIN_SPEEDUP), so a machine where the two
+are close keeps the same choice run after run (a resumed run then continues
+with the same arithmetic).
 
 The operator is internal to PyTorch: `available()` checks that it exists
 and agrees with torch.mm before anything uses it, so another PyTorch
 version without it falls back to BLAS instead of failing.
 """
 
+import functools
+
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from gpt2.errors import UsageError
 
 # oneDNN is chosen by "auto" only if at least this much faster than BLAS: a
 # near tie must not flip between runs.
 MIN_SPEEDUP = 1.2
+# The libraries, by the name --cpu-matmul and the bench report use.
+LIBRARIES = ("blas", "onednn")
 
-_backend = "blas"
-_available = None
 
-
+@functools.cache
 def available():
     """Whether this PyTorch can run float32 matrix multiplies through
-    oneDNN, checked once against torch.mm on a small product."""
-    global _available
-    if _available is None:
-        _available = False
-        op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-        if op is not None and torch.backends.mkldnn.is_available():
-            generator = torch.Generator().manual_seed(0)
-            a, b = torch.randn(64, 48, generator=generator), torch.randn(32, 48, generator=generator)
-            try:
-                _available = torch.allclose(linear_product(a, b), a @ b.t(), rtol=1e-4, atol=1e-4)
-            except RuntimeError:
-                pass
-    return _available
+    oneDNN, checked once against torch.mm on a small product (a fact about
+    the installed PyTorch, so cached; it switches nothing)."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 48, generator=generator), torch.randn(32, 48, generator=generator)
+    try:
+        return torch.allclose(linear_product(a, b), a @ b.t(), rtol=1e-4, atol=1e-4)
+    except RuntimeError:
+        return False
+
+
+def check_library(library):
+    """Raise unless `library` is one of LIBRARIES and usable here: a typo or
+    a PyTorch without oneDNN fails at setup, not silently later."""
+    if library not in LIBRARIES:
+        raise ValueError(f"unknown CPU matmul library {library!r}; expected one of {LIBRARIES}")
+    if library == "onednn" and not available():
+        raise RuntimeError("oneDNN float32 matrix multiplies are not available in this PyTorch")
 
 
 def linear_product(x, weight, bias=None):
     """x @ weight.T (+ bias) in oneDNN; x: (rows, in), weight: (out, in).
-    Call where applies().  A transposed (non-contiguous) operand costs a copy."""
+    Call where can_take().  A transposed (non-contiguous) operand costs a copy."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -77,35 +91,20 @@ def choose(requested, measured):
     return "onednn" if faster else "blas"
 
 
-def use(backend):
-    """Route float32 CPU matrix multiplies of the model through `backend`
-    ("blas" or "onednn") from now on, in this process."""
-    if backend not in ("blas", "onednn"):
-        raise ValueError(f"unknown CPU matmul backend {backend!r}")
-    if backend == "onednn" and not available():
-        raise RuntimeError("oneDNN float32 matrix multiplies are not available in this PyTorch")
-    global _backend
-    _backend = backend
-
-
-def in_use():
-    return _backend
-
-
-def applies(*tensors):
-    """Whether the oneDNN path is on and these tensors can take it: float32
-    on CPU, outside autocast (whose lower precision F.linear applies) and
-    outside torch.compile (which makes its own choice)."""
+def can_take(*tensors):
+    """Whether oneDNN can compute with these tensors without changing the
+    arithmetic: float32 on CPU, outside autocast (whose lower precision
+    F.linear applies) and outside torch.compile (which makes its own
+    choice).  None entries (a missing bias) are skipped."""
     return (
-        _backend == "onednn"
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )
 
 
 def mm(a, b):
-    """a @ b of 2-D float32 CPU tensors in oneDNN (call where applies())."""
+    """a @ b of 2-D float32 CPU tensors in oneDNN (call where can_take())."""
     return linear_product(a, b.t())
 
 
@@ -128,17 +127,51 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x, weight, bias=None):
-    """F.linear(x, weight, bias), through oneDNN when use("onednn") is in
-    effect and the tensors are float32 on CPU."""
-    if not applies(x, weight):
-        return torch.nn.functional.linear(x, weight, bias)
+    """F.linear(x, weight, bias), through oneDNN where can_take() allows,
+    else F.linear itself."""
+    if not can_take(x, weight, bias):
+        return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.size(-1))
     return _OneDNNLinear.apply(rows, weight, bias).view(*x.shape[:-1], weight.size(0))
 
 
-class Linear(torch.nn.Linear):
+class OneDNNLinear(nn.Linear):
     """nn.Linear (same parameters, same state_dict) whose product goes
-    through `linear` above."""
+    through `linear` above: oneDNN for float32 on CPU, F.linear otherwise."""
 
     def forward(self, x):
         return linear(x, self.weight, self.bias)
+
+
+# The Linear class that computes through each library.
+_LINEAR_CLASS = {"blas": nn.Linear, "onednn": OneDNNLinear}
+
+
+def swap_linears(model, library):
+    """Make every plain Linear of `model` (nn.Linear or OneDNNLinear, not
+    other subclasses) compute through `library`, in place.  Each new module
+    takes over the old one's Parameter objects (weight tying, the
+    optimizer's and the pruner's references survive), under the same name
+    (same state_dict keys), in the same training mode.  Returns `model`."""
+    check_library(library)
+    cls = _LINEAR_CLASS[library]
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in _LINEAR_CLASS.values() and type(child) is not cls:
+                setattr(parent, name, _relinked(child, cls))
+    return model
+
+
+def _relinked(linear_module, cls):
+    """A `cls` holding `linear_module`'s very parameters; built on the meta
+    device, so its own throw-away initial weights cost nothing."""
+    new = cls(linear_module.in_features, linear_module.out_features, bias=False, device="meta")
+    new.weight = linear_module.weight
+    new.bias = linear_module.bias
+    return new.train(linear_module.training)
+
+
+def library_of(model):
+    """The library `model`'s Linear layers compute through: "onednn" once
+    swap_linears(model, "onednn") ran, else "blas"."""
+    return "onednn" if any(isinstance(m, OneDNNLinear) for m in model.modules()) else "blas"

@@ -16,12 +16,16 @@ at 1,024 tokens per step (it grows with the batch), at the same speed once
 freed memory is kept for reuse (gpt2/cpu_allocator.py); without that, 18%
 faster steps, because every fresh 206 MB tensor is page-faulted in again.
 
-The three products of a chunk go through torch.mm, or through oneDNN when
-gpt2/cpu_matmul.py has chosen it (about 1.9x faster products on AVX-512
-AMD CPUs).  Same value and gradients as the plain way up to float rounding,
-either way (tests/test_fast_paths.py); used for training and evaluation on
-CPU (gpt2/run_setup.py decides), where the logits themselves are never needed.
+The three products of a chunk go through the library the caller names:
+torch.mm ("blas"), or oneDNN ("onednn", gpt2/cpu_matmul.py: about 1.9x
+faster products on AVX-512 AMD CPUs) where its tensors allow.  Same value
+and gradients as the plain way up to float rounding, either way
+(tests/test_fast_paths.py); used for training and evaluation on CPU, as a
+model's output_loss (gpt2/cpu_fast_paths.py, decided by gpt2/run_setup.py),
+where the logits themselves are never needed.
 """
+
+from dataclasses import dataclass
 
 import torch
 
@@ -122,12 +126,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     computed in forward (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows, want_grads):
+    def forward(ctx, hidden, weight, targets, chunk_rows, want_grads, matmul):
         rows = hidden.size(0)
         grad_hidden = torch.empty_like(hidden) if want_grads else None
         grad_weight = torch.empty_like(weight) if want_grads else None
         loss_sum = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
-        if cpu_matmul.applies(hidden, weight):
+        if matmul == "onednn" and cpu_matmul.can_take(hidden, weight):
             products = _OneDNNProducts(weight, want_grads)
         else:
             products = _BlasProducts(weight, min(rows, chunk_rows))
@@ -159,14 +163,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # In place, saving a 51 MB copy: the graph is backpropagated once,
         # as training does (a second backward through the same graph fails
         # autograd's version check instead of returning doubled gradients).
-        return grad_hidden.mul_(scale), grad_weight.mul_(scale), None, None, None
+        return grad_hidden.mul_(scale), grad_weight.mul_(scale), None, None, None, None
 
 
-def linear_cross_entropy(hidden, weight, targets, chunk_rows=None):
+def linear_cross_entropy(hidden, weight, targets, chunk_rows=None, matmul="blas"):
     """F.cross_entropy(hidden @ weight.T, targets) (mean over rows) without
     materialising the logits.  hidden: (rows, width); weight: (vocab, width);
-    targets: (rows,) class ids.  Runs in float32 at least, even under
-    autocast: the softmax over 50k ids needs it (float64 stays float64)."""
+    targets: (rows,) class ids; matmul: "blas" (torch.mm) or "onednn" (for
+    float32 CPU tensors; others take torch.mm).  Runs in float32 at least,
+    even under autocast: the softmax over 50k ids needs it (float64 stays
+    float64)."""
+    cpu_matmul.check_library(matmul)
     chunk_rows = chunk_rows or default_chunk_rows(weight.size(0))
     dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
     # Decided here: inside forward grad mode is always off, and
@@ -174,4 +181,20 @@ def linear_cross_entropy(hidden, weight, targets, chunk_rows=None):
     # still requires grad), which made every evaluation compute gradients.
     want_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets, chunk_rows, want_grads)
+        return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets, chunk_rows, want_grads, matmul)
+
+
+@dataclass(frozen=True)
+class ChunkedLoss:
+    """linear_cross_entropy with its matmul library (and chunk size) fixed:
+    a callable (hidden_rows, weight, target_rows) -> loss, the shape of
+    GPT.output_loss (gpt2/model.py)."""
+
+    matmul: str = "blas"
+    chunk_rows: int | None = None
+
+    def __post_init__(self):
+        cpu_matmul.check_library(self.matmul)
+
+    def __call__(self, hidden, weight, targets):
+        return linear_cross_entropy(hidden, weight, targets, chunk_rows=self.chunk_rows, matmul=self.matmul)

@@ -12,8 +12,11 @@ Two deliberate choices:
     their logits are simply learned down towards zero probability.
   * `bias` really switches every bias off: Linear layers and LayerNorms alike.
 
-Linear layers are gpt2/cpu_matmul.py's nn.Linear (same parameters, same
-state_dict), whose float32 products on CPU can go through oneDNN.
+The model is plain PyTorch: nn.Linear and F.cross_entropy.  The CPU fast
+paths are attached to one instance explicitly (gpt2/cpu_fast_paths.py): its
+Linear layers swapped for oneDNN ones, and `output_loss` set to a loss that
+never builds the full logits.  Nothing module-wide changes what any other
+GPT computes.
 """
 
 import math
@@ -23,8 +26,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gpt2.cpu_matmul import Linear
-from gpt2.linear_cross_entropy import linear_cross_entropy
 
 # The GPT-2 tokenizer has 50,257 ids; padded up to a multiple of 64 (see above).
 PADDED_VOCAB_SIZE = 50304
@@ -73,8 +74,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         # Query, key and value for all heads in one matrix multiply.
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
@@ -98,10 +99,10 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # GPT-2 used the tanh approximation of GELU ("gelu_new" in Hugging Face).
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -138,10 +139,16 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf, 2017), as GPT-2 does: one matrix both
         # embeds tokens and scores them (38.6M of the 124M parameters of gpt2).
         self.transformer.wte.weight = self.lm_head.weight
+        # None: logits through lm_head, then F.cross_entropy.  Or a callable
+        # (hidden_rows, lm_head_weight, target_rows) -> mean loss, used when
+        # targets are given, so the (tokens x vocab) logits need not exist in
+        # full (gpt2/linear_cross_entropy.py's ChunkedLoss, set by
+        # gpt2/cpu_fast_paths.py).  Per instance: no other GPT is affected.
+        self.output_loss = None
         self.apply(self._init_weights)
         # GPT-2 paper: scale the init of the projections that write into the
         # residual stream by 1/sqrt(N), N = 2 residual additions per layer, so
@@ -160,15 +167,15 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, *, chunked_loss=False):
+    def forward(self, idx, targets=None):
         """idx: (batch, time) token ids.  Returns (logits, loss); loss is None
         without targets.  Logits cover every position (batch, time, vocab).
 
-        chunked_loss (with targets): compute the output layer and the loss
-        a chunk of rows at a time (gpt2/linear_cross_entropy.py) and return
-        (None, loss), so the (tokens x 50,304) logits never exist in full:
-        half the peak memory of a small model on CPU, at the same speed.
-        Same loss and gradients up to float rounding."""
+        With targets and self.output_loss set, returns (None, loss) from
+        output_loss instead, so the (tokens x 50,304) logits never exist in
+        full (the chunked loss: half the peak memory of a small model on
+        CPU, at the same speed; same loss and gradients up to float
+        rounding)."""
         _, time = idx.size()
         if time > self.config.block_size:
             raise ValueError(f"sequence of {time} tokens exceeds block_size {self.config.block_size}")
@@ -177,9 +184,8 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        if targets is not None and chunked_loss:
-            loss = linear_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
-            return None, loss
+        if targets is not None and self.output_loss is not None:
+            return None, self.output_loss(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
         logits = self.lm_head(x)
         loss = None
         if targets is not None:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gpt2 import cpu_matmul
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The corpus lives beside the repository (../shared), so no test downloads it.
 SHAKESPEARE_TXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -63,15 +61,6 @@ def offline_env(monkeypatch, tmp_path_factory):
     """Give each test (and the subprocesses it starts) fresh tracker and
     cache folders, so runs of different tests never see each other."""
     _point_at_scratch(monkeypatch.setenv, tmp_path_factory.mktemp("env"))
-
-
-@pytest.fixture(autouse=True)
-def blas_matmuls_at_start():
-    """Each test starts with torch's own CPU matmuls, as a fresh process
-    does: a training run earlier in this process may have switched to
-    oneDNN (gpt2/cpu_matmul.py), which the tests of either path must not
-    inherit."""
-    cpu_matmul.use("blas")
 
 
 @pytest.fixture(autouse=True)

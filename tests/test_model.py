@@ -75,6 +75,31 @@ def test_untrained_loss_is_near_uniform_over_the_vocabulary():
     assert loss.item() == pytest.approx(math.log(PADDED_VOCAB_SIZE), abs=0.3)
 
 
+def test_a_new_model_is_plain_and_output_loss_replaces_only_the_loss_with_targets():
+    """Plain nn.Linear layers and no output_loss until one is set on this
+    instance; once set, it gets the final hidden rows, the tied output
+    weight and the target rows, and its value is the loss."""
+    model = GPT(GPTConfig(**TINY))
+    assert model.output_loss is None
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    idx, targets = torch.randint(0, 50257, (2, 4, 32))
+    seen = []
+
+    def output_loss(hidden, weight, target_rows):
+        seen.append((hidden.shape, weight, target_rows))
+        return hidden.sum() * 0 + 1.5
+
+    model.output_loss = output_loss
+    logits, loss = model(idx, targets)
+    assert logits is None and loss.item() == 1.5
+    (shape, weight, target_rows), = seen
+    assert shape == (4 * 32, TINY["n_embd"]) and weight is model.lm_head.weight
+    assert torch.equal(target_rows, targets.view(-1))
+    logits, loss = model(idx)  # without targets: the logits, as ever
+    assert logits.shape == (4, 32, PADDED_VOCAB_SIZE) and loss is None and len(seen) == 1
+    assert GPT(GPTConfig(**TINY)).output_loss is None  # per instance
+
+
 def test_attention_is_causal():
     """Changing a later token must not change the logits of earlier ones."""
     torch.manual_seed(0)
