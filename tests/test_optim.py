@@ -1,6 +1,8 @@
 """lib/optim: every optimizer trains, resumes exactly, and SPAM / AdamWAdv do
-what their docstrings say, checked against hand-computed values."""
+what their docstrings say, checked against hand-computed values; the
+registry, the configs and the Kconfig tree agree."""
 
+import dataclasses
 import io
 import math
 
@@ -8,20 +10,31 @@ import pytest
 import torch
 from torch import nn
 
-from lib.optim import OPTIMIZERS, AdamWAdv, AdamWSpam, build_optimizer, param_groups
-from lib.optim.spam import spam_lr_scale
-
-# Small enough that SPAM resets (every 8 steps) happen inside every test run.
-SETTINGS = dict(
-    weight_decay=0.01,
-    betas=(0.9, 0.95),
-    momentum=0.9,
-    spam_interval=8,
-    spam_warmup=3,
-    spam_theta=5000.0,
+from lib.kconfig import load_tree
+from lib.optim import (
+    AdamWAdv,
+    AdamWSpam,
+    OptimizerConfig,
+    build_optimizer,
+    optimizer_config,
+    optimizer_config_class,
+    optimizer_names,
 )
+from lib.optim._groups import param_groups
+from lib.optim.adamwspam import spam_lr_scale
+from lib.options import options
+
+# Each optimizer's own knobs, by flag dest.  Small enough that SPAM resets
+# (every 8 steps) happen inside every test run.
+KNOBS = dict(sgd_momentum=0.9, spam_interval=8, spam_warmup=3, spam_theta=5000.0)
 LR = {"sgd": 0.05}  # the Adam family uses DEFAULT_LR
 DEFAULT_LR = 0.01
+
+
+def settings(name, **changes):
+    values = dict(optimizer=name, learning_rate=LR.get(name, DEFAULT_LR), weight_decay=0.01,
+                  beta1=0.9, beta2=0.95)
+    return OptimizerConfig(**{**values, **changes})
 
 
 def make_model(seed=0):
@@ -38,7 +51,7 @@ def make_task():
 
 
 def make_optimizer(name, model):
-    return build_optimizer(name, model, lr=LR.get(name, DEFAULT_LR), **SETTINGS)
+    return build_optimizer(model, settings(name), optimizer_config(name, KNOBS))
 
 
 def train(model, optimizer, task, iters, start=0):
@@ -62,14 +75,14 @@ def with_initial_lr(optimizer):
     return optimizer
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", optimizer_names())
 def test_each_optimizer_lowers_the_loss(name):
     model = make_model()
     losses = train(model, with_initial_lr(make_optimizer(name, model)), make_task(), 50)
     assert losses[-1] < 0.5 * losses[0], f"{name}: loss {losses[0]:.4f} -> {losses[-1]:.4f}"
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", optimizer_names())
 def test_state_dict_round_trip_continues_identically(name):
     """N steps, save, load into a fresh model + optimizer, M steps == N + M straight."""
     task, n, m = make_task(), 11, 9  # the SPAM resets at 8 and 16 fall on both sides
@@ -106,12 +119,18 @@ def test_weight_decay_only_on_matrices_and_tied_weights_once():
 
 
 def test_unknown_optimizer_names_the_valid_ones():
-    with pytest.raises(ValueError) as error:
-        build_optimizer("adamx", make_model(), lr=1e-3, **SETTINGS)
-    message = str(error.value)
-    assert "'adamx'" in message and "\n" not in message
-    for name in ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune"):
-        assert name in message
+    for make in (lambda: settings("adamx"), lambda: optimizer_config("adamx", KNOBS)):
+        with pytest.raises(ValueError) as error:
+            make()
+        message = str(error.value)
+        assert "--optimizer 'adamx'" in message and "\n" not in message
+        for name in ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune"):
+            assert name in message
+
+
+def test_build_optimizer_refuses_another_optimizers_config():
+    with pytest.raises(ValueError, match=r"^--optimizer adamwspam takes [^\n]*sgd[^\n]*$"):
+        build_optimizer(make_model(), settings("adamwspam"), optimizer_config("sgd", KNOBS))
 
 
 def test_adamw_uses_the_fused_kernel_on_cpu():
@@ -231,3 +250,94 @@ def test_adamwadv_caps_the_update_rms_after_quiet_gradients():
         updates[max_rms] = (weight.detach() - before).norm().item() / 10 / 0.1  # RMS / lr
     assert updates[math.inf] > 4.0
     assert updates[1.0] == pytest.approx(1.0, rel=1e-4)  # float32 weights near 50
+
+
+# --- registry, configs and the Kconfig tree -------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree():
+    kconf = load_tree()
+    return kconf, {option.dest: option for option in options(kconf)}
+
+
+def optimizer_configs():
+    return [OptimizerConfig] + [optimizer_config_class(name) for name in optimizer_names()]
+
+
+def test_every_kconfig_optimizer_has_a_module_and_every_module_an_entry(tree):
+    _, by_dest = tree
+    assert by_dest["optimizer"].name == "OPTIMIZER"
+    assert sorted(by_dest["optimizer"].values) == sorted(optimizer_names())
+
+
+def test_every_config_field_is_a_flag_without_a_default_of_its_own(tree):
+    _, by_dest = tree
+    for cls in optimizer_configs():
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+        for field in dataclasses.fields(cls):
+            where = f"{cls.__module__}.{cls.__qualname__}.{field.name}"
+            assert field.name in by_dest, f"{where} is no train.py flag"
+            assert by_dest[field.name].train_flag, f"{where}: its option is not a train.py flag"
+            assert field.default is dataclasses.MISSING, f"{where}: defaults live in Kconfig"
+            assert field.default_factory is dataclasses.MISSING, f"{where}: defaults live in Kconfig"
+
+
+def test_every_optimizer_option_is_a_config_field(tree):
+    _, by_dest = tree
+    fields = {field.name for cls in optimizer_configs() for field in dataclasses.fields(cls)}
+    in_menu = {dest for dest, option in by_dest.items() if option.group == "Optimizer"}
+    assert in_menu, "no Optimizer menu in the Kconfig tree"
+    assert in_menu <= fields, f"options no optimizer reads: {sorted(in_menu - fields)}"
+
+
+def test_an_optimizers_knobs_show_in_menuconfig_with_it_and_only_with_it(tree):
+    """SPAM_THETA is offered when adamwspam is selected, not with adamw."""
+    kconf, by_dest = tree
+    knobs = {name: {f.name for f in dataclasses.fields(optimizer_config_class(name))}
+             for name in optimizer_names()}
+    for name in optimizer_names():
+        kconf.syms[f"OPTIMIZER_{name.upper()}"].set_value(2)
+        try:
+            for other, fields in knobs.items():
+                for field in fields:
+                    shown = by_dest[field].item.visibility > 0
+                    assert shown == (other == name), f"--{field.replace('_', '-')} with --optimizer {name}"
+        finally:
+            kconf.unset_values()
+
+
+@pytest.mark.parametrize("name", optimizer_names())
+def test_the_kconfig_defaults_make_a_valid_optimizer(tree, name):
+    """`train.py --optimizer NAME` alone: every default passes the configs."""
+    kconf, by_dest = tree
+    flags = {dest: option.default(kconf) for dest, option in by_dest.items()}
+    flags["optimizer"] = name
+    optimizer = build_optimizer(
+        make_model(), OptimizerConfig.from_flags(flags), optimizer_config(name, flags)
+    )
+    assert isinstance(optimizer, torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize(
+    "make, flag",
+    [
+        (lambda: settings("adamw", beta1=1.0), "--beta1"),
+        (lambda: settings("adamw", beta2=-0.1), "--beta2"),
+        (lambda: settings("adamw", learning_rate=0.0), "--learning-rate"),
+        (lambda: settings("adamw", weight_decay=-1.0), "--weight-decay"),
+        (lambda: optimizer_config("sgd", {**KNOBS, "sgd_momentum": 1.5}), "--sgd-momentum"),
+        (lambda: optimizer_config("adamwspam", {**KNOBS, "spam_interval": -1}), "--spam-interval"),
+        (lambda: optimizer_config("adamwspam", {**KNOBS, "spam_warmup": -2}), "--spam-warmup"),
+        (lambda: optimizer_config("adamwspam", {**KNOBS, "spam_theta": -1}), "--spam-theta"),
+    ],
+)
+def test_configs_reject_bad_values_naming_the_flag(make, flag):
+    with pytest.raises(ValueError, match=rf"^{flag} must be [^\n]+$"):
+        make()
+
+
+def test_spam_theta_message():
+    with pytest.raises(ValueError) as error:
+        optimizer_config("adamwspam", {**KNOBS, "spam_theta": -1})
+    assert str(error.value) == "--spam-theta must be > 0, not -1"

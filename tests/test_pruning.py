@@ -1,24 +1,31 @@
 """lib/pruning: each method reaches its target sparsity on schedule, keeps
 pruned weights at zero, never touches embeddings or the tied head, and
-resumes exactly from a checkpoint."""
+resumes exactly from a checkpoint; the registry, PruningConfig and the
+Kconfig tree agree."""
 
+import dataclasses
 import io
 
 import pytest
 import torch
 from torch import nn
 
-from lib.optim import build_optimizer
+from lib.kconfig import load_tree
+from lib.optim import OptimizerConfig, build_optimizer, optimizer_config
+from lib.options import options
 from lib.pruning import (
-    PruningSchedule,
+    PruningConfig,
     build_pruner,
-    keep_mask,
     prunable_weights,
+    pruner_class,
+    pruning_methods,
     sparsity,
 )
+from lib.pruning._base import keep_mask
 
 VOCAB, DIM = 32, 16
-SCHEDULE = dict(target_sparsity=0.7, warmup=5, ramp_iters=20, interval=3)  # 3 does not divide 20
+# 3 does not divide 20
+SCHEDULE = dict(target_sparsity=0.7, pruning_warmup=5, pruning_ramp_iters=20, pruning_interval=3)
 END = 5 + 20
 # method -> optimizer it runs with ("state" needs adamwprune)
 METHODS = {"magnitude": "adamw", "movement": "adamw", "state": "adamwprune"}
@@ -61,23 +68,21 @@ def make_task():
 
 
 def make_optimizer(name, model):
-    return build_optimizer(
-        name,
-        model,
-        lr=3e-3,
-        weight_decay=0.1,
-        betas=(0.9, 0.95),
-        momentum=0.0,
-        spam_interval=0,
-        spam_warmup=0,
-        spam_theta=5000.0,
+    settings = OptimizerConfig(
+        optimizer=name, learning_rate=3e-3, weight_decay=0.1, beta1=0.9, beta2=0.95
     )
+    knobs = dict(sgd_momentum=0.0, spam_interval=0, spam_warmup=0, spam_theta=5000.0)
+    return build_optimizer(model, settings, optimizer_config(name, knobs))
+
+
+def pruning(method, **changes):
+    return PruningConfig(pruning_method=method, **{**SCHEDULE, **changes})
 
 
 def make_run(method, seed=0):
     model = TinyLM(seed)
     optimizer = make_optimizer(METHODS.get(method, "adamw"), model)
-    return model, optimizer, build_pruner(method, model, optimizer, **SCHEDULE)
+    return model, optimizer, build_pruner(model, optimizer, pruning(method))
 
 
 def train(model, optimizer, pruner, iters, start=0):
@@ -115,7 +120,7 @@ def test_sparsity_is_read_from_the_weights():
 
 
 def test_schedule_ramps_cubically_and_ends_exactly_on_target():
-    schedule = PruningSchedule(**SCHEDULE)
+    schedule = pruning("magnitude").schedule()
     assert [schedule.target(i) for i in range(5)] == [0.0] * 5
     assert schedule.target(15) == pytest.approx(0.7 * (1 - 0.5**3))
     targets = [schedule.target(i) for i in range(5, END + 1)]
@@ -125,10 +130,19 @@ def test_schedule_ramps_cubically_and_ends_exactly_on_target():
     assert updates == [5, 8, 11, 14, 17, 20, 23, 25]  # every 3 from warmup, and at the end
 
 
-def test_schedule_rejects_bad_values_in_one_line():
-    for bad in (dict(target_sparsity=1.0), dict(interval=0), dict(warmup=-1)):
-        with pytest.raises(ValueError, match=r"^[^\n]+$"):
-            PruningSchedule(**{**SCHEDULE, **bad})
+@pytest.mark.parametrize(
+    "bad, flag",
+    [
+        (dict(target_sparsity=1.0), "--target-sparsity"),
+        (dict(target_sparsity=-0.1), "--target-sparsity"),
+        (dict(pruning_interval=0), "--pruning-interval"),
+        (dict(pruning_warmup=-1), "--pruning-warmup"),
+        (dict(pruning_ramp_iters=-1), "--pruning-ramp-iters"),
+    ],
+)
+def test_config_rejects_bad_values_in_one_line_naming_the_flag(bad, flag):
+    with pytest.raises(ValueError, match=rf"^{flag} must be [^\n]+$"):
+        pruning("magnitude", **bad)
 
 
 def test_keep_mask_prunes_the_lowest_scores_and_never_regrows():
@@ -180,9 +194,10 @@ def test_movement_keeps_weights_moving_away_from_zero():
     model = nn.Sequential(layer)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
-    pruner = build_pruner(
-        "movement", model, None, target_sparsity=0.5, warmup=0, ramp_iters=0, interval=1
+    config = pruning(
+        "movement", target_sparsity=0.5, pruning_warmup=0, pruning_ramp_iters=0, pruning_interval=1
     )
+    pruner = build_pruner(model, None, config)
     # Gradient descent moves w by -grad: entries (0,0) and (1,1) head to zero.
     layer.weight.grad = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
     pruner.step(0)
@@ -230,7 +245,7 @@ def test_adamwprune_keeps_its_masks_by_itself_and_through_a_checkpoint():
     fc = model.blocks[0].fc.weight
     keep = torch.rand(fc.shape, generator=torch.Generator().manual_seed(3)) > 0.5
     optimizer.set_prune_mask(fc, keep)
-    train(model, optimizer, build_pruner("none", model, optimizer, **SCHEDULE), 5)
+    train(model, optimizer, build_pruner(model, optimizer, pruning("none")), 5)
     assert torch.equal(fc != 0, keep)
 
     buffer = io.BytesIO()
@@ -246,10 +261,65 @@ def test_adamwprune_keeps_its_masks_by_itself_and_through_a_checkpoint():
 def test_state_pruning_needs_adamwprune():
     model = TinyLM()
     optimizer = torch.optim.AdamW(model.parameters())
-    with pytest.raises(ValueError, match=r"^[^\n]*--optimizer adamwprune[^\n]*$"):
-        build_pruner("state", model, optimizer, **SCHEDULE)
+    with pytest.raises(
+        ValueError, match=r"^[^\n]*--pruning-method state[^\n]*--optimizer adamwprune[^\n]*$"
+    ):
+        build_pruner(model, optimizer, pruning("state"))
 
 
 def test_unknown_method_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"'prune-all'.*none, magnitude, movement, state"):
-        build_pruner("prune-all", TinyLM(), None, **SCHEDULE)
+    with pytest.raises(ValueError) as error:
+        pruning("prune-all")
+    message = str(error.value)
+    assert "--pruning-method 'prune-all'" in message and "\n" not in message
+    for name in ("none", "magnitude", "movement", "state"):
+        assert name in message
+    with pytest.raises(ValueError, match="'prune-all'"):
+        pruner_class("prune-all")
+
+
+# --- registry, PruningConfig and the Kconfig tree -------------------------
+
+
+@pytest.fixture(scope="module")
+def tree():
+    kconf = load_tree()
+    return kconf, {option.dest: option for option in options(kconf)}
+
+
+def test_every_kconfig_method_has_a_module_and_every_module_an_entry(tree):
+    _, by_dest = tree
+    assert by_dest["pruning_method"].name == "PRUNING_METHOD"
+    assert sorted(by_dest["pruning_method"].values) == sorted(pruning_methods())
+
+
+def test_every_method_module_exposes_a_pruner():
+    for name in pruning_methods():
+        cls = pruner_class(name)
+        for method in ("step", "current_target", "state_dict", "load_state_dict"):
+            assert callable(getattr(cls, method, None)), f"{name}: PRUNER has no {method}()"
+
+
+def test_every_config_field_is_a_flag_and_every_pruning_option_a_field(tree):
+    _, by_dest = tree
+    assert PruningConfig.__dataclass_params__.frozen
+    fields = {field.name for field in dataclasses.fields(PruningConfig)}
+    for field in dataclasses.fields(PruningConfig):
+        assert field.name in by_dest and by_dest[field.name].train_flag, f"{field.name}: no flag"
+        assert field.default is dataclasses.MISSING, f"{field.name}: defaults live in Kconfig"
+    in_menu = {dest for dest, option in by_dest.items() if option.group == "Pruning"}
+    assert in_menu, "no Pruning menu in the Kconfig tree"
+    assert in_menu <= fields, f"options no pruner reads: {sorted(in_menu - fields)}"
+
+
+@pytest.mark.parametrize("method", pruning_methods())
+def test_the_kconfig_defaults_make_a_valid_pruner(tree, method):
+    """`train.py --pruning-method METHOD` (with its optimizer) alone works."""
+    kconf, by_dest = tree
+    flags = {dest: option.default(kconf) for dest, option in by_dest.items()}
+    flags["pruning_method"] = method
+    model = TinyLM()
+    optimizer = make_optimizer(METHODS.get(method, "adamw"), model)
+    pruner = build_pruner(model, optimizer, PruningConfig.from_flags(flags))
+    pruner.step(0)
+    assert pruner.current_target(10**9) == (0.0 if method == "none" else flags["target_sparsity"])

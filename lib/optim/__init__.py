@@ -1,129 +1,136 @@
-"""Optimizers by name: build_optimizer("adamwspam", model, ...) -> torch.optim.Optimizer.
+"""Optimizers as plug-ins: the registry, the common settings, and build_optimizer().
 
-Every optimizer gets the same two parameter groups as nanoGPT: weight decay on
-tensors with dim >= 2 (matmul weights and embeddings), none on biases and
-LayerNorm gains, which are 1-D and whose decay only hurts.  The training loop
-sets group["lr"] before every step(), so the lr passed here is only a start.
+An optimizer is a module lib/optim/<name>.py, <name> being its --optimizer
+value, holding
+
+  Config   a frozen dataclass of its own knobs, each field named after its
+           train.py flag (adamwspam: spam_interval, spam_warmup,
+           spam_theta), no defaults (those live in Kconfig), checked in
+           __post_init__ with the flag's name in the message;
+  build    build(groups, settings, config) -> torch.optim.Optimizer, with
+           `groups` from param_groups() (lib/optim/_groups.py) and
+           `settings` this file's OptimizerConfig.
+
+Its entry OPTIMIZER_<NAME> and its knobs (each `depends on` the entry) go
+in lib/optim/Kconfig.  Nothing else lists the optimizers: modules are found
+with pkgutil (names starting with "_" are helpers) and imported when first
+asked for.
+
+Every optimizer gets the same two parameter groups as nanoGPT (weight decay
+on matrices and embeddings only).  The training loop sets group["lr"]
+before every step(), so the learning rate given here is only a start.
 
   sgd         torch SGD, momentum, no Nesterov; weight decay as an L2 term.
   adam        torch Adam; weight decay as an L2 term added to the gradient
               (torch's coupled semantics, kept so "adam" means what it means
               in torch; use adamw for decoupled decay).
-  adamw       torch AdamW, fused kernel when every parameter is on CUDA.
-  adamwadv    AdamW + AMSGrad + update clipping (lib/optim/adamwadv.py).
-  adamwspam   SPAM, spike-aware AdamW with momentum reset (lib/optim/spam.py).
+  adamw       torch AdamW, fused kernel when every parameter is on CUDA or CPU.
+  adamwadv    AdamW + AMSGrad + update clipping.
+  adamwspam   SPAM, spike-aware AdamW with momentum reset.
   adamwprune  AdamW that holds the masks of pruning method "state"
-              (lib/optim/adamwprune.py, used by lib/pruning.py).
+              (used by lib/pruning/state.py).
+
+Usage, from parsed flags (a dict of argparse dests):
+
+  settings = OptimizerConfig.from_flags(flags)
+  optimizer = build_optimizer(model, settings, optimizer_config(settings.optimizer, flags))
+
+Every error is a ValueError with a one-line message.
 """
 
+import dataclasses
+import importlib
+import math
+import pkgutil
 from dataclasses import dataclass
 
-import torch
-
+from lib.optim._groups import param_groups
 from lib.optim.adamwadv import AdamWAdv
 from lib.optim.adamwprune import AdamWPrune
-from lib.optim.spam import AdamWSpam
+from lib.optim.adamwspam import AdamWSpam
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups", "AdamWAdv", "AdamWPrune", "AdamWSpam"]
+__all__ = [
+    "OptimizerConfig",
+    "build_optimizer",
+    "optimizer_config",
+    "optimizer_config_class",
+    "optimizer_module",
+    "optimizer_names",
+    "param_groups",
+    "AdamWAdv",
+    "AdamWPrune",
+    "AdamWSpam",
+]
+
+
+def optimizer_names():
+    """Every --optimizer value, one per module of this package (sorted)."""
+    return tuple(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+
+
+def _unknown(name):
+    return f"--optimizer {name!r} is unknown; valid optimizers: {', '.join(optimizer_names())}"
+
+
+def optimizer_module(name):
+    """The module of optimizer `name` (imported on first use)."""
+    if name not in optimizer_names():
+        raise ValueError(_unknown(name))
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def optimizer_config_class(name):
+    """The Config dataclass of optimizer `name` (its own knobs)."""
+    return optimizer_module(name).Config
+
+
+def optimizer_config(name, flags):
+    """optimizer `name`'s Config, its fields taken from `flags` (a dict of
+    parsed flags, e.g. vars(args)); ValueError when a value is invalid."""
+    cls = optimizer_config_class(name)
+    return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
-class OptimizerSettings:
-    """The hyperparameters of every optimizer; each builder takes what it needs."""
+class OptimizerConfig:
+    """The settings every optimizer takes; fields named after their flags."""
 
-    lr: float
-    betas: tuple
-    momentum: float
-    spam_interval: int
-    spam_warmup: int
-    spam_theta: float
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+
+    def __post_init__(self):
+        if self.optimizer not in optimizer_names():
+            raise ValueError(_unknown(self.optimizer))
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"--learning-rate must be > 0, not {self.learning_rate}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"--weight-decay must be >= 0, not {self.weight_decay}")
+        for flag, beta in (("--beta1", self.beta1), ("--beta2", self.beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{flag} must be in [0, 1), not {beta}")
+
+    @property
+    def betas(self):
+        return (self.beta1, self.beta2)
+
+    @classmethod
+    def from_flags(cls, flags):
+        """The settings from `flags`, a dict of parsed flags (e.g. vars(args))."""
+        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
 
 
-def param_groups(model, weight_decay):
-    """Two groups as in nanoGPT: decay for tensors with dim >= 2, none for the rest.
+def build_optimizer(model, settings, config):
+    """Optimizer settings.optimizer over model's parameters.
 
-    model.parameters() yields a tied weight (wte / lm_head) once, so it is
-    optimized once.  Empty groups are left out (torch would keep them as dead
-    entries in every checkpoint).
+    `config` is that optimizer's Config (optimizer_config()).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-def _kernel_choice(groups):
-    """fused=True when every parameter is on one CUDA or CPU device: one
-    vectorised kernel per tensor does the whole update (torch >= 2.4 has it
-    on CPU too; on 2 CPU cores an AdamW step over 16M parameters took 42 ms
-    with foreach, which on CPU is a loop of per-tensor ops, and 7.5 ms
-    fused).  foreach=True otherwise (other devices, mixed placements)."""
-    devices = {p.device.type for g in groups for p in g["params"]}
-    return {"fused": True} if len(devices) == 1 and devices <= {"cuda", "cpu"} else {"foreach": True}
-
-
-def _sgd(groups, s):
-    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=False)
-
-
-def _adam(groups, s):
-    return torch.optim.Adam(groups, lr=s.lr, betas=s.betas, **_kernel_choice(groups))
-
-
-def _adamw(groups, s):
-    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, **_kernel_choice(groups))
-
-
-def _adamwadv(groups, s):
-    return AdamWAdv(groups, lr=s.lr, betas=s.betas)
-
-
-def _adamwspam(groups, s):
-    return AdamWSpam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        reset_interval=s.spam_interval,
-        warmup=s.spam_warmup,
-        theta=s.spam_theta,
-    )
-
-
-def _adamwprune(groups, s):
-    return AdamWPrune(groups, lr=s.lr, betas=s.betas, **_kernel_choice(groups))
-
-
-OPTIMIZERS = {
-    "sgd": _sgd,
-    "adam": _adam,
-    "adamw": _adamw,
-    "adamwadv": _adamwadv,
-    "adamwspam": _adamwspam,
-    "adamwprune": _adamwprune,
-}
-
-
-def build_optimizer(
-    name, model, *, lr, weight_decay, betas, momentum, spam_interval, spam_warmup, spam_theta
-):
-    """The optimizer called `name` over model's parameters (see the module docstring).
-
-    Raises ValueError naming the valid optimizers when `name` is unknown.
-    """
-    try:
-        builder = OPTIMIZERS[name]
-    except KeyError:
+    module = optimizer_module(settings.optimizer)
+    if not isinstance(config, module.Config):
         raise ValueError(
-            f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}"
-        ) from None
-    settings = OptimizerSettings(
-        lr=lr,
-        betas=tuple(betas),
-        momentum=momentum,
-        spam_interval=spam_interval,
-        spam_warmup=spam_warmup,
-        spam_theta=spam_theta,
-    )
-    return builder(param_groups(model, weight_decay), settings)
+            f"--optimizer {settings.optimizer} takes a {module.__name__}.Config, "
+            f"not a {type(config).__module__}.{type(config).__qualname__}"
+        )
+    return module.build(param_groups(model, settings.weight_decay), settings, config)

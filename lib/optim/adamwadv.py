@@ -19,6 +19,7 @@ With max_update_rms=inf the update is exactly torch's AdamW(amsgrad=True)
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -83,3 +84,12 @@ class AdamWAdv(torch.optim.Optimizer):
             # Divide by max(1, rms / d): a tensor, so no host sync on GPU.
             update.div_(torch.clamp(rms / group["max_update_rms"], min=1.0))
         p.add_(update, alpha=-lr)
+
+
+@dataclass(frozen=True)
+class Config:
+    """No knobs of its own (max_update_rms stays at Adafactor's 1.0)."""
+
+
+def build(groups, settings, config):
+    return AdamWAdv(groups, lr=settings.learning_rate, betas=settings.betas)

@@ -10,10 +10,10 @@ pruning").  Adam already keeps E[g^2]: it is exp_avg_sq.  So the score is
 
 and costs no extra buffer.  The constant 0.5 and Adam's bias correction
 1 / (1 - beta2^t) are the same for every entry of a tensor, and masks are
-chosen per tensor (lib/pruning.py), so both are left out.  A tensor that has
+chosen per tensor (lib/pruning/), so both are left out.  A tensor that has
 no optimizer state yet (no step taken) falls back to w^2, i.e. magnitude.
 
-Division of work: lib/pruning.py's StatePruner owns the schedule and picks
+Division of work: lib/pruning/state.py's StatePruner owns the schedule and picks
 which entries to prune from state_scores(); this optimizer stores the
 resulting boolean keep-masks (its only extra state) and zeroes the pruned
 weights after every step, so they stay exactly zero.  Without masks (pruning
@@ -26,7 +26,11 @@ would turn a bool mask into floats.  state_dict() adds them under
 "prune_masks", keyed by the same parameter indices torch uses.
 """
 
+from dataclasses import dataclass
+
 import torch
+
+from lib.optim._groups import kernel_choice
 
 
 class AdamWPrune(torch.optim.AdamW):
@@ -81,3 +85,12 @@ class AdamWPrune(torch.optim.AdamW):
             params[i]: keep.to(device=params[i].device, dtype=torch.bool)
             for i, keep in masks.items()
         }
+
+
+@dataclass(frozen=True)
+class Config:
+    """No knobs of its own: pruning's are in lib/pruning's PruningConfig."""
+
+
+def build(groups, settings, config):
+    return AdamWPrune(groups, lr=settings.learning_rate, betas=settings.betas, **kernel_choice(groups))

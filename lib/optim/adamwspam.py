@@ -29,7 +29,7 @@ Choices where the paper leaves room (documented because they change results):
 - The paper's sparse-momentum variant (moments for a random subset) is not
   implemented: it saves memory, it is not part of the stabilisation.
 - p.grad is never modified: the clipped gradient is a copy, so movement
-  pruning (lib/pruning.py) still reads the true gradient after step().
+  pruning (lib/pruning/movement.py) still reads the true gradient after step().
 
 State (all in state_dict(), so a resumed run continues exactly): per tensor
 exp_avg, exp_avg_sq and "step" (steps since its last reset, for bias
@@ -38,6 +38,7 @@ which decides when to reset and where the warmup stands.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -160,3 +161,29 @@ class AdamWSpam(torch.optim.Optimizer):
         # v == 0: no scale yet for this entry (see the module docstring).
         limit.masked_fill_(limit == 0, math.inf)
         return torch.clamp(grad, min=-limit, max=limit)
+
+
+@dataclass(frozen=True)
+class Config:
+    spam_interval: int
+    spam_warmup: int
+    spam_theta: float
+
+    def __post_init__(self):
+        if self.spam_interval < 0:
+            raise ValueError(f"--spam-interval must be >= 0 (0: never reset), not {self.spam_interval}")
+        if self.spam_warmup < 0:
+            raise ValueError(f"--spam-warmup must be >= 0, not {self.spam_warmup}")
+        if not (self.spam_theta > 0 and math.isfinite(self.spam_theta)):
+            raise ValueError(f"--spam-theta must be > 0, not {self.spam_theta}")
+
+
+def build(groups, settings, config):
+    return AdamWSpam(
+        groups,
+        lr=settings.learning_rate,
+        betas=settings.betas,
+        reset_interval=config.spam_interval,
+        warmup=config.spam_warmup,
+        theta=config.spam_theta,
+    )

@@ -1,4 +1,18 @@
-"""Unstructured weight pruning on a schedule: build_pruner("magnitude", model, optimizer, ...).
+"""Unstructured weight pruning on a schedule, methods as plug-ins.
+
+A method is a module lib/pruning/<name>.py, <name> being its
+--pruning-method value, exposing its pruner class as PRUNER:
+PRUNER(model, optimizer, schedule) with step(iter_num),
+current_target(iter_num), state_dict() and load_state_dict().  Its entry
+PRUNING_<NAME> goes in lib/pruning/Kconfig.  Nothing else lists the methods:
+modules are found with pkgutil (names starting with "_" are the shared
+parts) and imported when first asked for.
+
+  none       dense training (lib/pruning/none.py)
+  magnitude  score |w|
+  movement   score -sum_t w_t * grad_t (reads p.grad: the loop calls
+             backward -> optimizer.step() -> pruner.step(iter_num) -> zero_grad())
+  state      from AdamWPrune's own moments; needs --optimizer adamwprune
 
 What is pruned: the weight of every nn.Linear in the model except one tied to
 an nn.Embedding (GPT-2's lm_head shares wte's weight; pruning it would prune
@@ -19,273 +33,88 @@ residual projections smaller) and empty some layers.  Per-tensor rounding
 moves the overall sparsity by at most half an entry per tensor.  Masks only
 grow: an entry pruned once stays pruned, so pruned weights stay exactly zero.
 
-Scores (higher = keep):
-  magnitude  |w|
-  movement   -sum_t w_t * grad_t, accumulated at every step() (Sanh et al., 2020:
-             weights moving away from zero are kept).  This reads p.grad, so
-             the loop must call, in order: backward -> optimizer.step() ->
-             pruner.step(iter_num) -> zero_grad().  The learning-rate factor of
-             the paper's score is left out.
-  state      from AdamWPrune's own moments (lib/optim/adamwprune.py); masks
-             are stored in and applied by that optimizer, so they travel in
-             its state_dict.
-
 Pass the model itself, or a DDP / torch.compile wrapper (unwrapped here, so
 mask names are the same either way and checkpoints move between them).
+
+Usage, from parsed flags (a dict of argparse dests):
+
+  pruner = build_pruner(model, optimizer, PruningConfig.from_flags(flags))
+
+Every error is a ValueError with a one-line message.
 """
 
+import dataclasses
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from lib.pruning._schedule import PruningSchedule
+from lib.pruning._weights import prunable_weights, sparsity
 
-from lib.optim.adamwprune import AdamWPrune
-
-
-def _unwrap(model):
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
-    return getattr(model, "_orig_mod", model)  # torch.compile's wrapper
-
-
-def prunable_weights(model):
-    """{name: weight} of every nn.Linear not tied to an nn.Embedding, in module order."""
-    model = _unwrap(model)
-    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return {
-        f"{name}.weight": module.weight
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and id(module.weight) not in embedding_weights
-    }
+__all__ = [
+    "PruningConfig",
+    "build_pruner",
+    "prunable_weights",
+    "pruner_class",
+    "pruning_methods",
+    "sparsity",
+]
 
 
-def sparsity(model):
-    """Fraction of exact zeros among the prunable weights, read from the weights."""
-    weights = prunable_weights(model).values()
-    total = sum(w.numel() for w in weights)
-    if total == 0:
-        return 0.0
-    # Counts add up on the weights' device; int() is then the one host sync
-    # (one per tensor would stall a GPU dozens of times per call).
-    nonzero = int(sum(torch.count_nonzero(w) for w in weights))
-    return (total - nonzero) / total
+def pruning_methods():
+    """Every --pruning-method value, one per module of this package (sorted)."""
+    return tuple(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+
+
+def _unknown(name):
+    return f"--pruning-method {name!r} is unknown; valid methods: {', '.join(pruning_methods())}"
+
+
+def pruner_class(name):
+    """The pruner class of method `name` (its module imported on first use)."""
+    if name not in pruning_methods():
+        raise ValueError(_unknown(name))
+    return importlib.import_module(f"{__name__}.{name}").PRUNER
 
 
 @dataclass(frozen=True)
-class PruningSchedule:
-    """Target sparsity per iteration (cubic ramp) and when masks are recomputed."""
+class PruningConfig:
+    """The pruning options; fields named after their flags."""
 
+    pruning_method: str
     target_sparsity: float
-    warmup: int
-    ramp_iters: int
-    interval: int
+    pruning_warmup: int
+    pruning_ramp_iters: int
+    pruning_interval: int
 
     def __post_init__(self):
+        if self.pruning_method not in pruning_methods():
+            raise ValueError(_unknown(self.pruning_method))
         if not 0.0 <= self.target_sparsity < 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
-        if self.warmup < 0 or self.ramp_iters < 0:
-            raise ValueError("pruning warmup and ramp_iters must be >= 0")
-        if self.interval < 1:
-            raise ValueError(f"pruning interval must be >= 1, got {self.interval}")
+            raise ValueError(f"--target-sparsity must be in [0, 1), not {self.target_sparsity}")
+        if self.pruning_warmup < 0:
+            raise ValueError(f"--pruning-warmup must be >= 0, not {self.pruning_warmup}")
+        if self.pruning_ramp_iters < 0:
+            raise ValueError(f"--pruning-ramp-iters must be >= 0, not {self.pruning_ramp_iters}")
+        if self.pruning_interval < 1:
+            raise ValueError(f"--pruning-interval must be >= 1, not {self.pruning_interval}")
 
-    @property
-    def end(self):
-        """First iteration at which the target sparsity holds."""
-        return self.warmup + self.ramp_iters
+    @classmethod
+    def from_flags(cls, flags):
+        """The config from `flags`, a dict of parsed flags (e.g. vars(args))."""
+        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
 
-    def target(self, iter_num):
-        if iter_num < self.warmup:
-            return 0.0
-        if iter_num >= self.end:
-            return self.target_sparsity
-        progress = (iter_num - self.warmup) / self.ramp_iters
-        return self.target_sparsity * (1.0 - (1.0 - progress) ** 3)
-
-    def is_update(self, iter_num):
-        if iter_num < self.warmup:
-            return False
-        return (iter_num - self.warmup) % self.interval == 0 or iter_num >= self.end
+    def schedule(self):
+        """The sparsity schedule these options describe."""
+        return PruningSchedule(
+            target_sparsity=self.target_sparsity,
+            warmup=self.pruning_warmup,
+            ramp_iters=self.pruning_ramp_iters,
+            interval=self.pruning_interval,
+        )
 
 
-def keep_mask(scores, sparsity, previous_keep=None):
-    """Boolean mask (True = keep) pruning the round(sparsity * n) lowest scores.
-
-    Entries already pruned in previous_keep are pruned first, so masks only grow.
-    """
-    n_prune = round(sparsity * scores.numel())
-    flat = scores.detach().flatten().float().clone()
-    if previous_keep is not None:
-        flat[~previous_keep.flatten()] = -float("inf")
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    if n_prune > 0:
-        keep[torch.topk(flat, n_prune, largest=False).indices] = False
-    return keep.view_as(scores)
-
-
-class NoPruner:
-    """Pruning method "none": every call is a no-op."""
-
-    def step(self, iter_num):
-        pass
-
-    def current_target(self, iter_num):
-        return 0.0
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state_dict):
-        pass
-
-
-class MaskPruner:
-    """Keeps a keep-mask per prunable weight, recomputed on schedule from scores().
-
-    Subclasses define scores(name, weight); the masks live in self.masks,
-    except for StatePruner, which keeps them in the optimizer.
-    """
-
-    def __init__(self, model, optimizer, schedule):
-        self.weights = prunable_weights(model)
-        self.optimizer = optimizer
-        self.schedule = schedule
-        self.masks = {}
-        self.applied_sparsity = 0.0  # sparsity of the masks in place
-
-    def scores(self, name, weight):
-        raise NotImplementedError
-
-    def observe(self):
-        """Hook run at every step() before masks are recomputed (movement scores)."""
-
-    def current_target(self, iter_num):
-        return self.schedule.target(iter_num)
-
-    @torch.no_grad()
-    def step(self, iter_num):
-        """Call right after optimizer.step(): update masks on schedule, then apply them."""
-        self.observe()
-        target = self.schedule.target(iter_num)
-        if self.schedule.is_update(iter_num) and target > self.applied_sparsity:
-            for name, weight in self.weights.items():
-                keep = keep_mask(self.scores(name, weight), target, self._mask(name))
-                self._set_mask(name, keep)
-            self.applied_sparsity = target
-        self._apply_masks()
-
-    def _mask(self, name):
-        return self.masks.get(name)
-
-    def _set_mask(self, name, keep):
-        self.masks[name] = keep
-
-    def _apply_masks(self):
-        for name, keep in self.masks.items():
-            self.weights[name].mul_(keep)
-
-    def state_dict(self):
-        return {
-            "applied_sparsity": self.applied_sparsity,
-            "masks": {name: keep.clone() for name, keep in self.masks.items()},
-        }
-
-    @torch.no_grad()
-    def load_state_dict(self, state_dict):
-        self.applied_sparsity = state_dict["applied_sparsity"]
-        self.masks = {
-            name: keep.to(device=self.weights[name].device, dtype=torch.bool)
-            for name, keep in state_dict["masks"].items()
-        }
-        self._apply_masks()
-
-
-class MagnitudePruner(MaskPruner):
-    """Prunes the smallest |w| (Zhu & Gupta, 2017)."""
-
-    def scores(self, name, weight):
-        return weight.abs()
-
-
-class MovementPruner(MaskPruner):
-    """Prunes the weights moving towards zero: score = -sum_t w_t * grad_t (Sanh et al., 2020)."""
-
-    def __init__(self, model, optimizer, schedule):
-        super().__init__(model, optimizer, schedule)
-        self.movement = {
-            name: torch.zeros_like(w, dtype=torch.float32) for name, w in self.weights.items()
-        }
-
-    def observe(self):
-        for name, weight in self.weights.items():
-            if weight.grad is not None:
-                self.movement[name].addcmul_(weight.float(), weight.grad.float(), value=-1.0)
-
-    def scores(self, name, weight):
-        return self.movement[name]
-
-    def state_dict(self):
-        state = super().state_dict()
-        state["movement"] = {name: score.clone() for name, score in self.movement.items()}
-        return state
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        for name, score in state_dict["movement"].items():
-            self.movement[name].copy_(score)
-
-
-class StatePruner(MaskPruner):
-    """Pruning method "state": scores and masks live in the AdamWPrune optimizer."""
-
-    def __init__(self, model, optimizer, schedule):
-        if not isinstance(optimizer, AdamWPrune):
-            raise ValueError(
-                "pruning method 'state' scores weights from AdamWPrune's moments: "
-                f"use --optimizer adamwprune (got {type(optimizer).__name__})"
-            )
-        super().__init__(model, optimizer, schedule)
-
-    def scores(self, name, weight):
-        return self.optimizer.state_scores(weight)
-
-    def _mask(self, name):
-        return self.optimizer.prune_masks.get(self.weights[name])
-
-    def _set_mask(self, name, keep):
-        self.optimizer.set_prune_mask(self.weights[name], keep)
-
-    def _apply_masks(self):
-        self.optimizer.apply_prune_masks()
-
-    def state_dict(self):
-        return {"applied_sparsity": self.applied_sparsity}  # masks: in the optimizer's
-
-    def load_state_dict(self, state_dict):
-        self.applied_sparsity = state_dict["applied_sparsity"]
-
-
-PRUNERS = {
-    "none": NoPruner,
-    "magnitude": MagnitudePruner,
-    "movement": MovementPruner,
-    "state": StatePruner,
-}
-
-
-def build_pruner(method, model, optimizer, *, target_sparsity, warmup, ramp_iters, interval):
-    """The pruner for `method` (see the module docstring); "none" prunes nothing.
-
-    Raises ValueError (one line) for an unknown method, a bad schedule, or
-    method "state" without the adamwprune optimizer.
-    """
-    try:
-        pruner_class = PRUNERS[method]
-    except KeyError:
-        raise ValueError(
-            f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNERS)}"
-        ) from None
-    if pruner_class is NoPruner:
-        return NoPruner()
-    schedule = PruningSchedule(target_sparsity, warmup, ramp_iters, interval)
-    return pruner_class(model, optimizer, schedule)
+def build_pruner(model, optimizer, config):
+    """The pruner of config.pruning_method over model (optimizer: the run's;
+    method "state" needs AdamWPrune)."""
+    return pruner_class(config.pruning_method)(model, optimizer, config.schedule())
