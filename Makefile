@@ -18,13 +18,13 @@ PORT ?=
 ARGS ?=
 export KCONFIG_CONFIG
 
-KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.*)
-GENERATOR := scripts/genconfig.py lib/kconfig.py gpt2/options.py $(wildcard scripts/templates/*.j2)
+KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig)
+GENERATOR := scripts/genconfig.py lib/kconfig.py lib/options.py $(wildcard scripts/templates/*.j2)
 OUTPUTS := $(BUILD)/config.py $(BUILD)/train.args
-CONFIGURE := $(PYTHON) scripts/configure.py --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
+CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
 
 .DEFAULT_GOAL := help
-.PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig genconfig \
+.PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
 	train trackio-show wandb-sync bench test clean venv
 
 help: ## list the targets, one line each
@@ -33,7 +33,7 @@ help: ## list the targets, one line each
 menuconfig: | $(VENV_STAMP) ## edit .config in a terminal menu (S saves, Q quits), then regenerate build/
 	@$(CONFIGURE) menuconfig
 
-defconfig-%: | $(VENV_STAMP) ## .config from gpt2/defconfigs/<name> plus defaults [TRACKER=...]
+defconfig-%: | $(VENV_STAMP) ## .config from gpt2/defconfigs/<name> (or <name>-<tracker>) plus defaults [TRACKER=...]
 	@$(CONFIGURE) defconfig $* --tracker '$(TRACKER)'
 
 list-defconfigs: | $(VENV_STAMP) ## list the presets with a one-line description each
@@ -48,6 +48,9 @@ olddefconfig: | $(VENV_STAMP) ## set options missing from .config (or all, with 
 listnewconfig: | $(VENV_STAMP) ## list the options .config does not set yet
 	@$(CONFIGURE) listnewconfig
 
+example-config: | $(VENV_STAMP) ## regenerate .config.example from the Kconfig tree (a test fails when it is stale)
+	@$(CONFIGURE) example
+
 genconfig: $(OUTPUTS) ## regenerate build/config.py and build/train.args if .config changed
 
 # No .config yet: start from the Kconfig defaults (with a one-line notice).
@@ -55,19 +58,19 @@ $(KCONFIG_CONFIG): | $(VENV_STAMP)
 	@$(CONFIGURE) --config-only olddefconfig
 
 $(OUTPUTS) &: $(KCONFIG_CONFIG) $(KCONFIG_FILES) $(GENERATOR) | $(VENV_STAMP)
-	@$(PYTHON) scripts/genconfig.py --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
+	@$(PYTHON) -m scripts.genconfig --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
 
 train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when NPROC_PER_NODE x NNODES > 1) [ARGS=...]
-	@$(PYTHON) scripts/launch.py --build-dir $(BUILD) -- $(ARGS)
+	@$(PYTHON) -m scripts.launch --build-dir $(BUILD) -- $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
-	@$(PYTHON) scripts/trackio_show.py --build-dir $(BUILD) --port '$(PORT)'
+	@$(PYTHON) -m scripts.trackio_show --build-dir $(BUILD) --port '$(PORT)'
 
 wandb-sync: | $(VENV_STAMP) ## upload offline W&B runs [ARGS=...]
-	@$(PYTHON) scripts/wandb_sync.py $(ARGS)
+	@$(PYTHON) -m scripts.wandb_sync $(ARGS)
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
-	@$(PYTHON) scripts/bench.py $(ARGS)
+	@$(PYTHON) -m scripts.bench $(ARGS)
 
 test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 	@$(PYTHON) -m pytest $(ARGS)

@@ -1,10 +1,11 @@
-"""Command line of gpt2/train.py, built from Kconfig.
+"""Command line of gpt2/train.py, derived from the Kconfig tree.
 
-Every flag comes from gpt2/options.py TRAIN_FLAGS; its type, default, range,
-choices and help come from the Kconfig symbol it maps, read with no .config,
-so defaults live in Kconfig only.  A symbol whose dependencies are unmet at
-the defaults (SGD_MOMENTUM while AdamW is selected) still gets the default
-Kconfig writes for it, so `--optimizer sgd` alone is a complete command line.
+Every flag is a Kconfig option (lib/options.py: N_LAYER -> --n-layer); its
+type, default, range, choices, help and group come from the tree, read with
+no .config, so defaults live in Kconfig only and no table here lists flags.
+An option whose dependencies are unmet at the defaults (SGD_MOMENTUM while
+AdamW is selected) still gets the default Kconfig writes for it, so
+`--optimizer sgd` alone is a complete command line.
 
 `make train` runs `train.py @build/train.args [explicit flags]`: the @file
 holds one JSON-encoded string per line (scripts/genconfig.py writes it), and
@@ -15,13 +16,11 @@ Kconfig defaults < generated argument set < explicit flags.
 import argparse
 import json
 
-from kconfiglib import BOOL
-
-from gpt2.options import FLOATS, TRAIN_FLAGS, dest
-from lib.kconfig import (INT_BASES, ConfigError, choice_values, default_value, int_range,
-                         load_tree, match_choice_value, menu_title, parse_float)
+from lib.kconfig import load_tree
+from lib.options import train_options
 
 DESCRIPTION = "Train a GPT-2 model.  Defaults come from Kconfig; `make menuconfig` edits them."
+METAVARS = {"int": "N", "float": "X", "str": "TEXT"}
 
 
 class ArgsFileParser(argparse.ArgumentParser):
@@ -45,24 +44,18 @@ class ArgsFileParser(argparse.ArgumentParser):
 
 
 def build_parser(kconf=None):
-    """The parser of gpt2/train.py: one option per TRAIN_FLAGS entry, grouped
-    by Kconfig menu.  `kconf` defaults to the repository's tree, unloaded."""
+    """The parser of gpt2/train.py: one flag per Kconfig option, grouped by
+    Kconfig menu.  `kconf` defaults to the repository's tree, unloaded."""
     kconf = kconf or load_tree()
-    feeds = choice_values(kconf)
     parser = ArgsFileParser(prog="gpt2/train.py", description=DESCRIPTION,
                             fromfile_prefix_chars="@", allow_abbrev=False)
     groups = {}
-    for name, flag in TRAIN_FLAGS.items():
-        sym = kconf.syms.get(name)
-        if sym is None or not sym.nodes:
-            raise ConfigError(f"gpt2/options.py maps {name}, which Kconfig does not define")
-        menu = menu_title(sym)
-        if menu not in groups:
-            groups[menu] = parser.add_argument_group(menu)
-        values = feeds.get(name)
-        options = _OPTION_KINDS[_kind(sym, feeds)](sym, values)
-        groups[menu].add_argument(flag, dest=dest(flag), default=default_value(sym),
-                                  help=_help(sym, values), **options)
+    for option in train_options(kconf):
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        groups[option.group].add_argument(option.flag, *option.aliases, dest=option.dest,
+                                          default=option.default(kconf), help=_help(option),
+                                          **_argument_kind(option))
     return parser
 
 
@@ -71,72 +64,36 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def _kind(sym, feeds):
-    if sym.orig_type is BOOL:
-        return "bool"
-    if sym.orig_type in INT_BASES:
-        return "int"
-    if sym.name in FLOATS:
-        return "float"
-    return "choice" if sym.name in feeds else "str"
+def command_line(args, kconf=None):
+    """The parsed flags `args` as one complete command line, in Kconfig
+    order (`--max-iters=500`, `--no-bias`, ...): every flag's resolved
+    value, whatever came from Kconfig, the @file or the command line.
+    `train.py @file` with these lines re-creates `args` exactly."""
+    kconf = kconf or load_tree()
+    return [option.render(getattr(args, option.dest)) for option in train_options(kconf)]
 
 
-def _bool_option(sym, values):
-    return {"action": argparse.BooleanOptionalAction}
+def _argument_kind(option):
+    if option.kind == "bool":
+        return {"action": argparse.BooleanOptionalAction}
 
-
-def _int_option(sym, values):
-    bounds, base = int_range(sym), INT_BASES[sym.orig_type]
-
-    def checked_int(text):
+    def typed(text):
         try:
-            value = int(text, base)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if bounds and not bounds[0] <= value <= bounds[1]:
-            raise argparse.ArgumentTypeError(f"{value} is outside [{bounds[0]}, {bounds[1]}]")
-        return value
-
-    return {"type": checked_int, "metavar": "N"}
-
-
-def _float_option(sym, values):
-    def checked_float(text):
-        try:
-            return parse_float(sym.name, text)
-        except ConfigError as err:
+            return option.parse(text)
+        except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
-    return {"type": checked_float, "metavar": "X"}
+    typed.__name__ = option.kind  # argparse names the type in some messages
+    if option.kind == "choice":
+        metavar = "{" + "|".join(option.values) + "}"
+    elif option.kind == "list":
+        metavar = "{none|" + "|".join(option.values) + "}[,...]"
+    else:
+        metavar = METAVARS[option.kind]
+    return {"type": typed, "metavar": metavar}
 
 
-def _choice_option(sym, values):
-    def one_of(text):
-        value = match_choice_value(values, text)
-        if value is None:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of: {', '.join(values)}")
-        return value
-
-    return {"type": one_of, "metavar": "{" + "|".join(values) + "}"}
-
-
-def _str_option(sym, values):
-    return {"metavar": "TEXT"}
-
-
-_OPTION_KINDS = {
-    "bool": _bool_option,
-    "int": _int_option,
-    "float": _float_option,
-    "choice": _choice_option,
-    "str": _str_option,
-}
-
-
-def _help(sym, values):
-    """The Kconfig prompt (for a choice-fed symbol, the choice's prompt)."""
-    prompt = next((node.prompt[0] for node in sym.nodes if node.prompt), None)
-    if prompt is None and values:
-        prompt = next(iter(values.values())).choice.nodes[0].prompt[0]
-    prompt = (prompt or sym.name).replace("%", "%%")  # argparse formats help with %
-    return f"{prompt} [Kconfig {sym.name}] (default: %(default)s)"
+def _help(option):
+    """The Kconfig prompt, symbol and default."""
+    prompt = option.prompt.replace("%", "%%")  # argparse formats help with %
+    return f"{prompt} [Kconfig {option.name}] (default: %(default)s)"

@@ -1,5 +1,6 @@
-"""Building a training run from parsed flags: device, data, model, optimizer,
-pruner, and with --resume the saved state.  gpt2/train.py runs what this builds.
+"""Building a training run from its typed configs (gpt2/configs.py): device,
+data, model, optimizer, pruner, and with --resume the saved state.
+gpt2/train.py runs what this builds.
 
 Order matters for an exact resume: every random generator is restored last
 (resume_rng, called right before the first step), after everything that
@@ -17,11 +18,12 @@ from gpt2 import cpu_matmul
 from gpt2.batches import Batches
 from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu_allocator import keep_freed_memory
+from gpt2.cpu_fast_paths import use_cpu_fast_paths
 from gpt2.errors import UsageError
 from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
 from gpt2.prepare_data import DataError, ensure_prepared
-from gpt2.run_config import check_resume_compatible, model_config
+from gpt2.run_config import check_resume_compatible
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
 from lib.trackers import null_trackers, open_trackers
@@ -31,7 +33,8 @@ from lib.trackers import null_trackers, open_trackers
 class Run:
     """Everything the loop works with, built once by setup()."""
 
-    args: object
+    cfg: object  # the RunConfig: every part's settings
+    flags: dict  # the resolved flags, plain values (checkpoints, trackers)
     precision: object
     dist: object
     device: torch.device
@@ -45,7 +48,6 @@ class Run:
     micro_steps: int  # gradient-accumulation steps on this rank
     tokens_per_iter: int  # over all ranks
     peak_flops: float | None
-    chunked_loss: bool  # loss without full logits (gpt2/linear_cross_entropy.py)
     log: object
     iter_num: int = 0
     best_val_loss: float = math.inf
@@ -53,7 +55,7 @@ class Run:
     trackers: object = None
 
 
-def prepared_data_dir(args, dist, log):
+def prepared_data_dir(data, dist, log):
     """Rank 0 prepares (or finds) the dataset while the other ranks wait; all
     ranks learn the folder, or rank 0's error, from one collective."""
     folder, error = None, None
@@ -61,10 +63,10 @@ def prepared_data_dir(args, dist, log):
         try:
             folder = str(
                 ensure_prepared(
-                    args.dataset,
-                    args.data_dir,
-                    input_path=args.data_input or None,
-                    max_tokens=args.data_max_tokens,
+                    data.dataset,
+                    data.data_dir,
+                    input_path=data.data_input or None,
+                    max_tokens=data.data_max_tokens,
                     log=log,
                 )
             )
@@ -76,33 +78,32 @@ def prepared_data_dir(args, dist, log):
     return Path(folder)
 
 
-def cpu_matmul_setup(args, precision, device, dist):
+def cpu_matmul_setup(system, precision, device, dist):
     """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py)
     from the speeds rank 0 measures, the same one on every rank; a compiled
     model leaves the choice to torch.compile.  Returns the measured FLOP/s
-    per library (the MFU peak; {} off CPU and on the other ranks) and a note
-    for the start-up line."""
+    per library (the MFU peak; {} off CPU and on the other ranks), the
+    library for use_cpu_fast_paths ("blas" off CPU and when compiled) and a
+    note for the start-up line."""
     if device.type != "cpu":
-        cpu_matmul.use("blas")
-        return {}, ""
+        return {}, "blas", ""
     flops, backend, error = {}, None, None
     if dist.is_main:  # the others would only slow its timing down
         flops = cpu_matmul_flops()
         try:
-            backend = "blas" if precision.compile else cpu_matmul.choose(args.cpu_matmul, flops)
+            backend = "blas" if precision.compile else cpu_matmul.choose(system.cpu_matmul, flops)
         except UsageError as e:
             error = str(e)
     backend, error = dist.gather((backend, error))[0]
     if error:
         raise UsageError(error)
-    cpu_matmul.use(backend)
-    return flops, "" if precision.compile else f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
+    return flops, backend, "" if precision.compile else f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
 
 
-def micro_steps_per_rank(args, dist):
+def micro_steps_per_rank(training, dist):
     """GRADIENT_ACCUMULATION_STEPS is the total over all ranks (as nanoGPT):
     the global batch stays the same whatever the number of processes."""
-    steps, ranks = args.gradient_accumulation_steps, dist.world_size
+    steps, ranks = training.gradient_accumulation_steps, dist.world_size
     if steps % ranks:
         raise UsageError(
             f"--gradient-accumulation-steps {steps} is not a multiple of the {ranks} processes; "
@@ -111,75 +112,65 @@ def micro_steps_per_rank(args, dist):
     return steps // ranks
 
 
-def build_training(args, config, device):
+def build_training(cfg, device):
     """Model, optimizer and pruner, with ValueErrors from lib/ turned into
     one-line usage errors."""
-    model = GPT(config).to(device)
+    model = GPT(cfg.model.gpt_config()).to(device)
     try:
-        optimizer = build_optimizer(
-            args.optimizer,
-            model,
-            lr=args.learning_rate,
-            weight_decay=args.weight_decay,
-            betas=(args.beta1, args.beta2),
-            momentum=args.momentum,
-            spam_interval=args.spam_interval,
-            spam_warmup=args.spam_warmup,
-            spam_theta=args.spam_theta,
-        )
-        pruner = build_pruner(
-            args.pruning_method,
-            model,
-            optimizer,
-            target_sparsity=args.target_sparsity,
-            warmup=args.pruning_warmup,
-            ramp_iters=args.pruning_ramp_iters,
-            interval=args.pruning_interval,
-        )
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.optimizer_own)
+        pruner = build_pruner(model, optimizer, cfg.pruning)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return model, optimizer, pruner
 
 
-def plain_args(args):
+def plain_flags(args):
     """The flags as plain values, for checkpoints and trackers."""
     return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in vars(args).items()}
 
 
-def setup(args, precision, dist, log):
-    """Build the run; with --resume, restore everything but the RNG states
-    (restored by resume_rng just before the first step)."""
+def setup(cfg, flags, precision, dist, log):
+    """Build the run from `cfg` (the RunConfig; `flags`: the resolved flags,
+    recorded in checkpoints); with --resume, restore everything but the RNG
+    states (restored by resume_rng just before the first step)."""
+    training = cfg.training
     if precision.device_type == "cuda":
-        device = torch.device("cuda", dist.local_rank) if dist.enabled else torch.device(args.device)
+        device = torch.device("cuda", dist.local_rank) if dist.enabled else torch.device(cfg.system.device)
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
     else:
         device = torch.device(precision.device_type)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same big tensors every step
-    cpu_flops, matmul = cpu_matmul_setup(args, precision, device, dist)
-    torch.manual_seed(args.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
-    config = model_config(args)
-    micro_steps = micro_steps_per_rank(args, dist)
-    checkpoint = load_checkpoint(args.out_dir) if args.resume else None
+    cpu_flops, matmul_library, matmul_note = cpu_matmul_setup(cfg.system, precision, device, dist)
+    torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
+    config = cfg.model.gpt_config()
+    micro_steps = micro_steps_per_rank(training, dist)
+    checkpoint = load_checkpoint(training.out_dir) if training.resume else None
     if checkpoint:
-        check_resume_compatible(args, config, checkpoint)
-    data_dir = prepared_data_dir(args, dist, log)
+        check_resume_compatible(cfg, checkpoint)
+    data_dir = prepared_data_dir(cfg.data, dist, log)
     batches = Batches(
         data_dir,
         block_size=config.block_size,
-        batch_size=args.batch_size,
+        batch_size=training.batch_size,
         device=device,
-        train_seed=args.seed + 1 + dist.rank,  # each rank its own batches
-        eval_seed=args.seed,  # every eval, on every rank, the same batches
+        train_seed=training.seed + 1 + dist.rank,  # each rank its own batches
+        eval_seed=training.seed,  # every eval, on every rank, the same batches
     )
-    raw_model, optimizer, pruner = build_training(args, config, device)
+    raw_model, optimizer, pruner = build_training(cfg, device)
+    # On CPU the chunked loss: the speed of the full logits at half the peak
+    # memory (docs/benchmarks.md).  A compiled graph keeps plain modules (it
+    # fuses the softmax itself), and the GPU path keeps the plain loss it
+    # was planned with.
+    use_cpu_fast_paths(raw_model, matmul_library, chunked_loss=device.type == "cpu" and not precision.compile)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == "float16")
     model = eval_model = torch.compile(raw_model) if precision.compile else raw_model
     if dist.enabled:
         model = DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     run = Run(
-        args=args,
+        cfg=cfg,
+        flags=flags,
         precision=precision,
         dist=dist,
         device=device,
@@ -191,20 +182,16 @@ def setup(args, precision, dist, log):
         scaler=scaler,
         batches=batches,
         micro_steps=micro_steps,
-        tokens_per_iter=args.batch_size * config.block_size * args.gradient_accumulation_steps,
+        tokens_per_iter=training.batch_size * config.block_size * training.gradient_accumulation_steps,
         peak_flops=peak_flops(device, precision.dtype, cpu_flops) if dist.is_main else None,
-        # On CPU: the speed of the full logits at half the peak memory
-        # (docs/benchmarks.md).  A compiled graph fuses the softmax itself,
-        # and the GPU path keeps the plain loss it was planned with.
-        chunked_loss=device.type == "cpu" and not precision.compile,
         log=log,
     )
     log(
-        f"model {args.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
+        f"model {cfg.model.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
         f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "
-        f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{matmul} | "
-        f"{run.tokens_per_iter:,} tokens/iter = {args.batch_size} batch x {config.block_size} block x "
-        f"{args.gradient_accumulation_steps} accumulation"
+        f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{matmul_note} | "
+        f"{run.tokens_per_iter:,} tokens/iter = {training.batch_size} batch x {config.block_size} block x "
+        f"{training.gradient_accumulation_steps} accumulation"
         + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
     )
     if checkpoint:
@@ -222,7 +209,7 @@ def restore(run, checkpoint):
     run.iter_num = checkpoint["iter_num"]
     run.best_val_loss = checkpoint["best_val_loss"]
     run.training_time = checkpoint["training_time"]
-    run.log(f"resuming from {Path(run.args.out_dir) / LATEST} at iter {run.iter_num}")
+    run.log(f"resuming from {Path(run.cfg.training.out_dir) / LATEST} at iter {run.iter_num}")
 
 
 def resume_rng(run, checkpoint):
@@ -237,24 +224,21 @@ def resume_rng(run, checkpoint):
         f"notice: the checkpoint was written by {len(states)} processes, this run has "
         f"{run.dist.world_size}; batches and dropout continue from fresh seeds"
     )
-    fresh_seed = run.args.seed + run.iter_num * run.dist.world_size + run.dist.rank
+    fresh_seed = run.cfg.training.seed + run.iter_num * run.dist.world_size + run.dist.rank
     torch.manual_seed(fresh_seed)
     run.batches.train_generator.manual_seed(fresh_seed)
 
 
-def open_run_trackers(args, dist, checkpoint):
+def open_run_trackers(run, checkpoint, train_args):
     """The configured trackers on rank 0 (continuing the checkpoint's runs
-    when resuming); a no-op set on the other ranks.  Raises TrackerError."""
-    if not dist.is_main:
+    when resuming); a no-op set on the other ranks.  Raises TrackerError.
+    The run's config records every resolved flag, and `train_args`, the same
+    as one command line (gpt2/cli.py command_line), to re-create the run."""
+    if not run.dist.is_main:
         return null_trackers()
     return open_trackers(
-        args.tracker,
-        project=args.tracker_project,
-        run_name=args.tracker_run_name,
-        config=plain_args(args),
-        out_dir=args.out_dir,
+        run.cfg.tracking,
+        config={**run.flags, "train_args": train_args},
+        out_dir=run.cfg.training.out_dir,
         resume_state=checkpoint.get("trackers") if checkpoint else None,
-        wandb_entity=args.wandb_entity,
-        wandb_offline=args.wandb_offline,
-        trackio_dir=args.trackio_dir,
     )

@@ -13,6 +13,18 @@ the 100th step, and a checkpoint at 100 resumes into step 101.  An eval line
 is printed once its checkpoint is on disk.
 """
 
+# Run as a file (the commands above, and torchrun's workers), Python puts
+# gpt2/ first on sys.path, where its modules (errors.py, schedule.py,
+# distributed.py, ...) could shadow packages of the same name: run the same
+# command as the module gpt2.train instead, keeping the interpreter's own
+# options (torchrun's -u).  Nothing runs before this.
+if __name__ == "__main__" and not __package__:
+    import os
+    import sys
+
+    _options = sys.orig_argv[1 : len(sys.orig_argv) - len(sys.argv)]
+    os.execv(sys.executable, [sys.executable, *_options, "-m", "gpt2.train", *sys.argv[1:]])
+
 import json
 import math
 import sys
@@ -22,13 +34,15 @@ from contextlib import nullcontext
 import torch
 
 from gpt2 import cli, distributed
-from gpt2.checkpoint import atomic_open, rng_state, save_checkpoint
+from gpt2.checkpoint import rng_state, save_checkpoint
 from gpt2.errors import NonFiniteLossError, UsageError
 from gpt2.mfu import model_flops_utilization
 from gpt2.prepare_data import DataError
-from gpt2.run_config import check_flags, model_config_dict, resolve_precision
-from gpt2.run_setup import open_run_trackers, plain_args, resume_rng, setup
+from gpt2.configs import RunConfig
+from gpt2.run_config import model_config_dict, resolve_precision
+from gpt2.run_setup import open_run_trackers, plain_flags, resume_rng, setup
 from gpt2.schedule import learning_rate
+from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
 from lib.trackers import TrackerError
 
@@ -60,12 +74,12 @@ def train_step(run, lr):
         x, y = run.batches.next_train()
         with sync:
             with run.precision.autocast():
-                _, loss = run.model(x, y, chunked_loss=run.chunked_loss)
+                _, loss = run.model(x, y)
             run.scaler.scale(loss / run.micro_steps).backward()
         loss_sum += loss.detach()
-    if run.args.grad_clip > 0:
+    if run.cfg.training.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)  # clip the true gradients, not scaled ones
-        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.args.grad_clip)
+        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.cfg.training.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.pruner.step(run.iter_num)
@@ -80,11 +94,11 @@ def estimate_losses(run):
     losses = {}
     for split in ("train", "val"):
         total = torch.zeros((), device=run.device)
-        for x, y in run.batches.eval_batches(split, run.args.eval_iters):
+        for x, y in run.batches.eval_batches(split, run.cfg.training.eval_iters):
             with run.precision.autocast():
-                _, loss = run.eval_model(x, y, chunked_loss=run.chunked_loss)
+                _, loss = run.eval_model(x, y)
             total += loss
-        losses[split] = (total / run.args.eval_iters).item()
+        losses[split] = (total / run.cfg.training.eval_iters).item()
     run.eval_model.train()
     return losses
 
@@ -111,7 +125,7 @@ def checkpoint_state(run, rng_states):
         "best_val_loss": run.best_val_loss,
         "training_time": run.training_time,
         "rng": rng_states,  # one entry per rank
-        "args": plain_args(run.args),
+        "args": run.flags,
         "trackers": run.trackers.state_dict(),
     }
 
@@ -129,7 +143,7 @@ def evaluate(run):
     if run.iter_num > 0:  # the untrained model is not worth a checkpoint
         is_best = losses["val"] < run.best_val_loss
         run.best_val_loss = min(run.best_val_loss, losses["val"])
-        save_checkpoint(run.args.out_dir, checkpoint_state(run, rng_states), is_best)
+        save_checkpoint(run.cfg.training.out_dir, checkpoint_state(run, rng_states), is_best)
         line += f" | best {run.best_val_loss:.4f}"
     # exp() overflows a float past 709; a loss that high is noise anyway.
     perplexity = math.exp(min(losses["val"], 700.0))
@@ -169,18 +183,18 @@ def report_progress(run, loss, lr, seconds_per_iter):
 def out_of_time(run):
     """Whether --max-time is used up (all ranks agree: one tiny collective
     per step under DDP, only when a limit is set)."""
-    if run.args.max_time <= 0:
+    max_time = run.cfg.training.max_time
+    if max_time <= 0:
         return False
-    return run.dist.any_rank(run.training_time >= run.args.max_time, run.device)
+    return run.dist.any_rank(run.training_time >= max_time, run.device)
 
 
 def loop(run):
     """Train until --max-iters or --max-time; returns the last eval's losses."""
-    args = run.args
-    decay_iters = args.lr_decay_iters or args.max_iters
+    training = run.cfg.training
     session_start = time.time()
     base_time = run.training_time
-    done = run.iter_num >= args.max_iters
+    done = run.iter_num >= training.max_iters
     # The untrained model's loss (about ln(50304) = 10.8), or, resuming a
     # finished run, the final losses again.
     losses = evaluate(run) if run.iter_num == 0 or done else None
@@ -188,23 +202,23 @@ def loop(run):
     while not done:
         lr = learning_rate(
             run.iter_num,
-            max_lr=args.learning_rate,
-            min_lr=args.min_lr,
-            warmup_iters=args.warmup_iters,
-            decay_iters=decay_iters,
+            max_lr=training.learning_rate,
+            min_lr=training.min_lr,
+            warmup_iters=training.warmup_iters,
+            decay_iters=training.decay_iters,
         )
         loss = train_step(run, lr)
         run.iter_num += 1
         interval_iters += 1
         run.training_time = base_time + time.time() - session_start
-        if run.iter_num % args.log_interval == 0:
+        if run.iter_num % training.log_interval == 0:
             loss_value = loss.item()  # host-device syncs happen only here, once per log interval
             check_finite(run, [loss_value], "the training loss")
             if run.dist.is_main:
                 report_progress(run, loss_value, lr, (time.time() - interval_start) / interval_iters)
             interval_start, interval_iters = time.time(), 0
-        done = run.iter_num >= args.max_iters or out_of_time(run)
-        if done or run.iter_num % args.eval_interval == 0:
+        done = run.iter_num >= training.max_iters or out_of_time(run)
+        if done or run.iter_num % training.eval_interval == 0:
             losses = evaluate(run)
             interval_start, interval_iters = time.time(), 0
     run.training_time = base_time + time.time() - session_start
@@ -227,9 +241,7 @@ def final_metrics(run, losses):
 
 
 def write_json(path, metrics):
-    with atomic_open(path, "w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    write_text_atomically(path, json.dumps(metrics, indent=2) + "\n")
 
 
 def report_final(run, losses):
@@ -237,8 +249,8 @@ def report_final(run, losses):
     and the console."""
     metrics = final_metrics(run, losses)
     run.trackers.summary(metrics)
-    if run.args.json_output:
-        write_json(run.args.json_output, metrics)
+    if run.cfg.training.json_output:
+        write_json(run.cfg.training.json_output, metrics)
     run.log(
         f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
         f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
@@ -247,15 +259,16 @@ def report_final(run, losses):
 
 
 def train(args, log=log_line):
-    """Run one training job from parsed flags; returns the final metrics
-    (rank 0; other ranks return None)."""
-    check_flags(args)
-    precision = resolve_precision(args, log=log if distributed.launched_rank() == 0 else no_log)
+    """Run one training job from parsed flags (gpt2/cli.py); returns the final
+    metrics (rank 0; other ranks return None).  The flags become the typed
+    configs here, once; nothing after this reads `args`."""
+    cfg = RunConfig.from_flags(vars(args))
+    precision = resolve_precision(cfg.system, log=log if distributed.launched_rank() == 0 else no_log)
     dist = distributed.start(precision.device_type)
     try:
         log = log if dist.is_main else no_log
-        run, checkpoint = setup(args, precision, dist, log)
-        run.trackers = open_run_trackers(args, dist, checkpoint)
+        run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)
+        run.trackers = open_run_trackers(run, checkpoint, train_args=cli.command_line(args))
         try:
             if checkpoint:
                 resume_rng(run, checkpoint)

@@ -1,30 +1,27 @@
 """Strict loading of the Kconfig tree and `.config` files, and typed values.
 
-kconfiglib is lenient by design: an unknown symbol, an out-of-range int, an
-invalid bool or an unquoted string only produce a warning, after which the
-symbol silently falls back to its default; a line it cannot parse may be
-skipped.  A training run configured by a typo is worse than no run, so here
-every such case is a `ConfigError` whose message is one line naming the file,
-the line or symbol, and the fix.
+kconfiglib is lenient by design: an unknown symbol, an invalid bool, an
+unquoted string, a malformed line or an option set twice only produce a
+warning (with file and line), after which the line is ignored.  A training
+run configured by a typo is worse than no run, so here every warning of
+kconfiglib's own loader is a `ConfigError`: one line naming the file, the
+line and the fix.  Custom checks cover only what kconfiglib does not report
+with a line: an int outside its range, two entries of one choice set to y,
+and a value given to an option that nobody can set (derived ones).
 
-Values are typed by each symbol's Kconfig type (`sym.orig_type`), never by
-its name; string symbols listed in gpt2/options.py FLOATS hold floats and are
-parsed and range-checked here, once.
-
-Used by scripts/genconfig.py (.config -> build outputs), scripts/configure.py
-(defconfig, olddefconfig, savedefconfig, ...) and gpt2/cli.py (train.py's
-parser: defaults and help straight from Kconfig).
+Values are typed by each symbol's Kconfig type (`sym.orig_type`).  Kconfig
+has no float type: a string option whose help starts with "A float in
+[low, high)" (any of [ ] ( ) as bounds) holds a float, parsed and
+range-checked here, once.  That sentence is the declaration; lib/options.py
+derives train.py's flags from the same tree.
 """
 
-import contextlib
 import math
 import re
 from pathlib import Path
 
 import kconfiglib
 from kconfiglib import BOOL, HEX, INT, MENU, STRING, expr_value
-
-from gpt2.options import FLOATS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP_KCONFIG = REPO_ROOT / "Kconfig"
@@ -33,20 +30,58 @@ TOP_KCONFIG = REPO_ROOT / "Kconfig"
 # int(s, 0) would reject).
 INT_BASES = {INT: 10, HEX: 16}
 
-# Python type of each Kconfig type (floats are strings listed in FLOATS).
+# Python type of each Kconfig type (floats are strings declared as floats).
 PYTHON_TYPES = {BOOL: bool, INT: int, HEX: int, STRING: str}
 
-# Lines of a .config: an assignment, or a comment ("# CONFIG_X is not set"
-# is a comment that kconfiglib also reads as "n").
-_ASSIGNMENT = re.compile(r"CONFIG_([A-Za-z0-9_]+)=(.*)")
-_NOT_SET = re.compile(r"# CONFIG_([A-Za-z0-9_]+) is not set")
-# A double-quoted string with backslash escapes, and nothing after it.
-_QUOTED = re.compile(r'"(?:[^\\"]|\\.)*"')
+# The float declaration in a string option's help: "A float in [0, 1)".
+FLOAT_RANGE = re.compile(r"\bA float in ([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])")
+
+# Symbols that earlier versions wrote into .config.  Their `is not set`
+# lines are harmless and skipped; set to y they meant something that is now
+# said another way, and the message says how.
+REMOVED_SYMBOLS = {
+    "TRACKER_NONE": "trackers are independent options now: leave every CONFIG_TRACKER_<NAME> unset",
+    "TRACKER_TRACKIO_WANDB": "trackers are independent options now: set CONFIG_TRACKER_TRACKIO=y "
+                             "and CONFIG_TRACKER_WANDB=y instead",
+}
 
 # Not `make menuconfig`: it loads .config just as strictly, so it refuses
 # the same file.
 FIX_HINT = "edit the line, or start over with `make defconfig-<name>`"
 UNKNOWN_HINT = "remove or correct the line (.config.example lists every option)"
+
+# kconfiglib's warnings about a .config line -> our message; group "where" is
+# "file:line".  Each pattern is matched against the warning text.
+_LOADER_WARNINGS = (
+    (re.compile(r"^(?P<where>.+?:\d+): warning: attempt to assign the value '(?P<value>.*)' to the "
+                r"undefined symbol (?P<name>\w+)$"),
+     "{where}: unknown option CONFIG_{name}; " + UNKNOWN_HINT),
+    (re.compile(r"^(?P<where>.+?:\d+): warning: '(?P<value>.*)' is not a valid value for the bool "
+                r"symbol (?P<name>\w+)"),
+     "{where}: CONFIG_{name}={value} is not a bool; use y or n"),
+    (re.compile(r"^(?P<where>.+?:\d+): warning: '(?P<value>.*)' is not a valid value for the int "
+                r"symbol (?P<name>\w+)"),
+     "{where}: CONFIG_{name}={value} is not a decimal integer"),
+    (re.compile(r"^(?P<where>.+?:\d+): warning: '(?P<value>.*)' is not a valid value for the hex "
+                r"symbol (?P<name>\w+)"),
+     "{where}: CONFIG_{name}={value} is not a hex number"),
+    (re.compile(r"^(?P<where>.+?:\d+): warning: malformed string literal in assignment to (?P<name>\w+)"),
+     "{where}: CONFIG_{name}{line}: a string must be one double-quoted value, e.g. "
+     "CONFIG_{name}=\"...\" (escape \" and \\ with a backslash)"),
+    (re.compile(r"^(?P<where>.+?:\d+): warning: ignoring malformed line '(?P<value>.*)'$"),
+     "{where}: malformed line {short!r}; expected CONFIG_NAME=value or a '#' comment"),
+    (re.compile(r"^(?P<where>.+?:(?P<line>\d+)): warning: (?P<name>\w+) \(defined at .*\) set more than once"),
+     "{where}: CONFIG_{name} is set again (first on line {first}); keep one"),
+    # Without a place: set_value() warns for ints; the line is looked up.
+    (re.compile(r"^(?:warning: )?the value '(?P<value>.*)' is invalid for (?P<name>\w+) \(defined at .*\), "
+                r"which has type int"),
+     "{where}: CONFIG_{name}={value} is not a decimal integer"),
+    (re.compile(r"^(?:warning: )?the value '(?P<value>.*)' is invalid for (?P<name>\w+) \(defined at .*\), "
+                r"which has type hex"),
+     "{where}: CONFIG_{name}={value} is not a hex number"),
+)
+# A string value: one double-quoted literal with backslash escapes, nothing after it.
+_QUOTED = re.compile(r'"(?:[^\\"]|\\.)*"')
 
 
 class ConfigError(Exception):
@@ -71,10 +106,18 @@ def load_tree(kconfig=TOP_KCONFIG):
         raise ConfigError(f"{message} (fix the Kconfig file)") from None
     except OSError as err:
         raise ConfigError(f"cannot read the Kconfig tree: {one_line(err)}") from None
-    kconf.warn_assign_undef = True  # unknown symbols in a .config warn, then raise
+    kconf.warn_assign_undef = True  # unknown symbols in a .config: a warning, then an error here
+    kconf.warn_assign_override = True  # an option set twice
     _evaluate_all(kconf)
     if kconf.warnings:
         raise ConfigError(f"{_warning_text(kconf.warnings[0])} (fix the Kconfig file)")
+    for sym in kconf.unique_defined_syms:  # every float default parses and is in range
+        if is_float(sym) and sym.orig_defaults:
+            try:
+                default_value(sym)
+            except ConfigError as err:
+                raise ConfigError(f"{sym.nodes[0].filename}:{sym.nodes[0].linenr}: default of {err} "
+                                  "(fix the Kconfig file)") from None
     return kconf
 
 
@@ -85,25 +128,26 @@ def load_config(kconf, path):
     semantics).  Raises ConfigError, one line, naming `path` and the line.
     """
     path = Path(path)
-    lines = _check_lines(kconf, path)
+    lines = _assignment_lines(path)
     kconf.warnings.clear()
     kconf.missing_syms.clear()
     kconf.load_config(str(path))
+    for warning in kconf.warnings:
+        _raise_loader_warning(kconf, warning, lines, path)
+    kconf.warnings.clear()  # those left were harmless (old derived lines, judged below)
+    _check_strings(kconf, path, lines)
+    _check_choices(kconf, path, lines)
     _evaluate_all(kconf)  # int range checks only run when a value is read
-    if kconf.missing_syms:  # already reported by _check_lines; kept as a safety net
-        name, _ = kconf.missing_syms[0]
-        raise ConfigError(f"{path}: unknown option CONFIG_{name}; {UNKNOWN_HINT}")
     _check_ranges(kconf, path, lines)
-    _check_derived(kconf, path, lines)
+    _check_underived(kconf, path, lines)
     if kconf.warnings:
         raise ConfigError(f"{path}: {_warning_text(kconf.warnings[0])}; {FIX_HINT}")
-    for name in FLOATS:
-        sym = kconf.syms.get(name)
-        if sym is not None and sym.nodes and dependencies_met(sym):
+    for sym in kconf.unique_defined_syms:
+        if is_float(sym) and dependencies_met(sym):
             try:
                 typed_value(sym)
             except ConfigError as err:
-                where = f"{path}:{lines[name]}" if name in lines else f"{path} (default)"
+                where = f"{path}:{lines[sym.name][-1][0]}" if sym.name in lines else f"{path} (default)"
                 raise ConfigError(f"{where}: {err}; {FIX_HINT}") from None
 
 
@@ -119,9 +163,34 @@ def dependencies_met(sym):
     return expr_value(sym.direct_dep) > 0
 
 
+def has_prompt(sym):
+    return any(node.prompt for node in sym.nodes)
+
+
+def help_text(item):
+    """The help of a symbol or choice (its first definition that has one)."""
+    return next((node.help for node in item.nodes if node.help), "") or ""
+
+
+def float_range(sym):
+    """(low, high, low_inclusive, high_inclusive) of a float option, from its
+    help ("A float in [0, 1)"); None for every other symbol."""
+    if sym.orig_type is not STRING:
+        return None
+    match = FLOAT_RANGE.search(one_line(help_text(sym)))
+    if match is None:
+        return None
+    opening, low, high, closing = match.groups()
+    return float(low), float(high), opening == "[", closing == "]"
+
+
+def is_float(sym):
+    return float_range(sym) is not None
+
+
 def typed_value(sym):
     """The symbol's current value as a Python value, None if its
-    dependencies are unmet.  Floats are checked against FLOATS."""
+    dependencies are unmet.  Floats are range-checked."""
     if not dependencies_met(sym):
         return None
     if sym.orig_type is BOOL:
@@ -142,7 +211,7 @@ def default_value(sym):
     for value, cond in sym.orig_defaults:
         if expr_value(cond):
             return expr_value(value) == 2 if sym.orig_type is BOOL else _typed(sym, value.str_value)
-    return None
+    return False if sym.orig_type is BOOL else None
 
 
 def int_range(sym):
@@ -157,24 +226,24 @@ def int_range(sym):
     return None
 
 
-def parse_float(name, text):
-    """Parse the float option `name` from its string and check its range."""
-    low, high, low_inclusive, high_inclusive = FLOATS[name]
+def parse_float(sym, text):
+    """Parse the float option `sym` from its string and check its range."""
+    low, high, low_inclusive, high_inclusive = float_range(sym)
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a number (e.g. \"1e-3\")") from None
+        raise ConfigError(f"{sym.name}={text!r} is not a number (e.g. \"1e-3\")") from None
     above = value >= low if low_inclusive else value > low
     below = value <= high if high_inclusive else value < high
     if not (above and below and math.isfinite(value)):
         opening, closing = "[" if low_inclusive else "(", "]" if high_inclusive else ")"
-        raise ConfigError(f"{name}={text!r} is outside {opening}{low:g}, {high:g}{closing}")
+        raise ConfigError(f"{sym.name}={text!r} is outside {opening}{low:g}, {high:g}{closing}")
     return value
 
 
-def menu_title(sym):
-    """Title of the innermost menu holding the symbol's first definition."""
-    node = sym.nodes[0].parent
+def menu_title(item):
+    """Title of the innermost menu holding a symbol's or choice's first definition."""
+    node = item.nodes[0].parent
     while node is not None and node.item is not MENU:
         node = node.parent
     return node.prompt[0] if node is not None and node.prompt else "Top level"
@@ -182,84 +251,15 @@ def menu_title(sym):
 
 def python_type(sym):
     """The Python type of the symbol's values: bool, int, float or str."""
-    if sym.orig_type is STRING and sym.name in FLOATS:
-        return float
-    return PYTHON_TYPES[sym.orig_type]
-
-
-def choice_values(kconf):
-    """{hidden symbol name: {value: choice member}} for every choice.
-
-    Found by evaluation, not by reading names or defaults: each member of
-    each choice is selected in turn and a hidden (prompt-less) string symbol
-    that takes a different value for every member is the one the choice
-    feeds (the Linux idiom: choice OPTIMIZER_* feeds string OPTIMIZER).
-    Every selection is restored afterwards.
-    """
-    hidden = [sym for sym in kconf.unique_defined_syms
-              if sym.orig_type is STRING and not any(node.prompt for node in sym.nodes)]
-    feeds = {}
-    for choice in kconf.unique_choices:
-        with _selection_restored(choice):
-            seen = {sym.name: {} for sym in hidden}
-            for member in choice.syms:
-                member.set_value(2)
-                for sym in hidden:
-                    seen[sym.name][sym.str_value] = member
-        for name, values in seen.items():
-            if len(values) == len(choice.syms) > 1:
-                feeds[name] = values
-    return feeds
-
-
-def match_choice_value(values, request):
-    """The entry of `values` equal to `request`, where a comma-separated list
-    matches in any order ("wandb,trackio" -> "trackio,wandb"); else None."""
-    wanted = sorted(part.strip() for part in request.split(","))
-    for value in values:
-        if sorted(value.split(",")) == wanted:
-            return value
-    return None
-
-
-def select_choice_value(kconf, hidden_name, request):
-    """Select the choice entry whose hidden symbol `hidden_name` evaluates to
-    `request` (e.g. TRACKER=wandb); ConfigError listing the valid values."""
-    values = choice_values(kconf).get(hidden_name, {})
-    value = match_choice_value(values, request)
-    if value is None:
-        valid = ", ".join(values)
-        raise ConfigError(f"{hidden_name}={request!r} is not one of: {valid}")
-    values[value].set_value(2)
-    return value
-
-
-@contextlib.contextmanager
-def _selection_restored(choice):
-    """Put back a choice's user selection and its members' user values."""
-    members = [(member, member.user_value) for member in choice.syms]
-    mode, selection = choice.user_value, choice.user_selection
-    try:
-        yield
-    finally:
-        choice.unset_value()
-        for member, value in members:
-            if value is None:
-                member.unset_value()
-            else:
-                member.set_value(value)
-        if mode is not None:
-            choice.set_value(mode)
-        if selection is not None:
-            selection.set_value(2)
+    return float if is_float(sym) else PYTHON_TYPES[sym.orig_type]
 
 
 def _typed(sym, text):
     """Convert a string value of `sym` (never a bool) to its Python type."""
     if sym.orig_type in INT_BASES:
         return int(text, INT_BASES[sym.orig_type])
-    if sym.name in FLOATS:
-        return parse_float(sym.name, text)
+    if is_float(sym):
+        return parse_float(sym, text)
     return text
 
 
@@ -272,12 +272,12 @@ def _warning_text(warning):
     return one_line(warning.replace("warning: ", "", 1))
 
 
-def _check_lines(kconf, path):
-    """Check every line of `path` the way kconfiglib should; return
-    {symbol name: line number} of the assignments."""
+def _assignment_lines(path):
+    """{symbol name: [(line number, line)]} of the CONFIG_ lines of `path`
+    (set or "is not set"), for messages kconfiglib gives without a line.
+    Reading the file first also turns a missing or unreadable file into one
+    line."""
     try:
-        # Read as kconfiglib does: only \n, \r\n and \r end a line (str.splitlines
-        # would also split at U+2028 or U+0085 inside a string value).
         with path.open(encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
@@ -288,60 +288,74 @@ def _check_lines(kconf, path):
         raise ConfigError(f"{path}: not UTF-8 text ({one_line(err)}); save it as UTF-8") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it: {one_line(err)}") from None
-    lines, selected = {}, {}
+    lines = {}
+    # Split as kconfiglib does: str.splitlines would also split at U+2028.
     for number, line in enumerate(text.split("\n"), 1):
-        where = f"{path}:{number}"
-        match = _ASSIGNMENT.fullmatch(line.rstrip()) or _NOT_SET.fullmatch(line.rstrip())
-        if match is None:
-            if line.strip() and not line.lstrip().startswith("#"):
-                raise ConfigError(
-                    f"{where}: malformed line {line.strip()[:60]!r}; expected "
-                    "CONFIG_NAME=value or a '#' comment")
-            continue
-        name = match.group(1)
-        sym = kconf.syms.get(name)
-        if sym is None or not sym.nodes:
-            raise ConfigError(
-                f"{where}: unknown option CONFIG_{name}; {UNKNOWN_HINT}")
-        if name in lines:
-            raise ConfigError(
-                f"{where}: CONFIG_{name} is set again (first on line {lines[name]}); keep one")
-        lines[name] = number
-        if match.re is _ASSIGNMENT:
-            _check_assignment(sym, match.group(2), where)
-            if sym.choice is not None and match.group(2) == "y":
-                other = selected.setdefault(id(sym.choice), (name, number))
-                if other[0] != name:
-                    raise ConfigError(
-                        f"{where}: CONFIG_{name}=y but CONFIG_{other[0]}=y (line {other[1]}) "
-                        "is in the same choice; keep one")
+        match = re.match(r"(?:# )?CONFIG_(\w+)(=| is not set$)", line)
+        if match:
+            lines.setdefault(match.group(1), []).append((number, line.rstrip("\r")))
     return lines
 
 
-def _check_assignment(sym, value, where):
-    """One value against its symbol's type, with a message that says the fix."""
-    assignment = f"CONFIG_{sym.name}={value}"
-    if sym.orig_type is BOOL and value not in ("y", "n"):
-        raise ConfigError(f"{where}: {assignment} is not a bool; use y or n")
-    if sym.orig_type in INT_BASES:
-        base = INT_BASES[sym.orig_type]
-        try:
-            int(value, base)
-        except ValueError:
-            kind = "decimal integer" if base == 10 else "hex number"
-            raise ConfigError(f"{where}: {assignment} is not a {kind}") from None
-    if sym.orig_type is STRING and not _QUOTED.fullmatch(value):
-        raise ConfigError(
-            f"{where}: {assignment}: a string must be one double-quoted value, "
-            f"e.g. CONFIG_{sym.name}=\"...\" (escape \" and \\ with a backslash)")
+def _raise_loader_warning(kconf, warning, lines, path):
+    """Turn one of kconfiglib's .config warnings into our ConfigError."""
+    for pattern, message in _LOADER_WARNINGS:
+        match = pattern.match(warning)
+        if match is None:
+            continue
+        fields = match.groupdict()
+        name = fields.get("name", "")
+        if "undefined symbol" in warning:
+            if name in kconf.named_choices:
+                return  # an older version's derived line: _check_underived judges it
+            if name in REMOVED_SYMBOLS:
+                if fields["value"] == "n":
+                    return  # an old "is not set" line: nothing to do
+                raise ConfigError(f"{fields['where']}: CONFIG_{name} no longer exists; {REMOVED_SYMBOLS[name]}")
+        entries = lines.get(name, [])
+        if "where" not in fields:  # the last assignment is the one kconfiglib kept
+            fields["where"] = f"{path}:{entries[-1][0]}" if entries else str(path)
+        where_line = int(fields["where"].rsplit(":", 1)[1]) if entries else 0
+        text = next((text for number, text in entries if number == where_line), "")
+        raise ConfigError(message.format(
+            where=fields["where"], name=name, value=fields.get("value", ""),
+            first=entries[0][0] if entries else where_line,
+            line=text[len(f"CONFIG_{name}"):], short=fields.get("value", "").strip()[:60]))
+    raise ConfigError(f"{_warning_text(warning)}; {FIX_HINT}")
+
+
+def _check_strings(kconf, path, lines):
+    """kconfiglib reads the first quoted literal of a string line and ignores
+    what follows it ("da"ta" is "da"); refuse such a line."""
+    for name, entries in lines.items():
+        sym = kconf.syms.get(name)
+        if sym is None or sym.orig_type is not STRING:
+            continue
+        for number, text in entries:
+            value = text.split("=", 1)[1] if "=" in text else None
+            if value is not None and not _QUOTED.fullmatch(value):
+                raise ConfigError(
+                    f"{path}:{number}: CONFIG_{name}={value}: a string must be one double-quoted value, "
+                    f"e.g. CONFIG_{name}=\"...\" (escape \" and \\ with a backslash)")
+
+
+def _check_choices(kconf, path, lines):
+    """kconfiglib quietly takes the last of two entries of one choice set to y."""
+    for choice in kconf.unique_choices:
+        chosen = [(number, sym.name) for sym in choice.syms
+                  for number, text in lines.get(sym.name, []) if text == f"CONFIG_{sym.name}=y"]
+        if len(chosen) > 1:
+            (first_line, first), (line, name) = sorted(chosen)[:2]
+            raise ConfigError(f"{path}:{line}: CONFIG_{name}=y but CONFIG_{first}=y (line {first_line}) "
+                              "is in the same choice; keep one")
 
 
 def _check_ranges(kconf, path, lines):
     """kconfiglib replaces an out-of-range int by its default with only a
     warning that lacks the line; report it with the line and the range."""
-    for name, number in lines.items():
-        sym = kconf.syms[name]
-        if sym.orig_type not in INT_BASES or sym.user_value is None or not sym.visibility:
+    for name, entries in lines.items():
+        sym = kconf.syms.get(name)
+        if sym is None or sym.orig_type not in INT_BASES or sym.user_value is None or not sym.visibility:
             continue
         base = INT_BASES[sym.orig_type]
         active = [(low, high) for low, high, cond in sym.ranges if expr_value(cond)]
@@ -349,22 +363,90 @@ def _check_ranges(kconf, path, lines):
             continue
         low, high = (int(bound.str_value, base) for bound in active[0])
         if not low <= int(sym.user_value, base) <= high:
+            kconf.warnings.clear()  # kconfiglib's own line-less warning about the same value
             raise ConfigError(
-                f"{path}:{number}: CONFIG_{name}={sym.user_value} is outside "
+                f"{path}:{entries[-1][0]}: CONFIG_{name}={sym.user_value} is outside "
                 f"[{low}, {high}]; use a value in that range")
 
 
-def _check_derived(kconf, path, lines):
-    """A prompt-less symbol (MODEL, TRACKER, ...) follows its choice, and
-    kconfiglib silently ignores a .config value for it; refuse one that
-    disagrees, since whoever wrote it expected it to take effect."""
-    for name, number in lines.items():
-        sym = kconf.syms[name]
-        if any(node.prompt for node in sym.nodes) or sym.orig_type is BOOL \
-                or sym.user_value is None or sym.user_value == sym.str_value:
+def _check_underived(kconf, path, lines):
+    """Derived values (a named choice such as OPTIMIZER, a list such as
+    TRACKER) cannot be set, and kconfiglib silently ignores a .config value
+    for them.  Older versions wrote them: accept a value that agrees, refuse
+    one that does not, since whoever wrote it expected it to take effect."""
+    for name, entries in lines.items():
+        number, text = entries[0]
+        if not text.startswith(f"CONFIG_{name}="):
             continue
-        member = choice_values(kconf).get(name, {}).get(sym.user_value)
-        fix = f"select CONFIG_{member.name}=y instead" if member else "remove the line"
-        raise ConfigError(
-            f"{path}:{number}: CONFIG_{name}={sym.user_value!r} disagrees with the choice that "
-            f"sets {name} ({sym.str_value!r}); {fix}")
+        sym, choice = kconf.syms.get(name), kconf.named_choices.get(name)
+        if choice is not None:
+            derived = choice_value(choice)
+            member = choice_members(choice).get(_unquote(text.split("=", 1)[1]))
+            fix = f"select CONFIG_{member.name}=y instead" if member else "remove the line"
+        elif sym is not None and is_list(kconf, sym):
+            derived, fix = list_value(kconf, sym), f"set the CONFIG_{name}_<NAME> options instead"
+        else:
+            continue
+        given = _unquote(text.split("=", 1)[1])
+        if given != derived:
+            raise ConfigError(
+                f"{path}:{number}: CONFIG_{name}={given!r} disagrees with the choice that sets "
+                f"{name} ({derived!r}); {fix}")
+
+
+def _unquote(value):
+    """The string of a .config string literal, or None if it is not one."""
+    match = re.fullmatch(r'"((?:[^\\"]|\\.)*)"', value.strip())
+    return re.sub(r"\\(.)", r"\1", match.group(1)) if match else None
+
+
+# ----------------------------------------------------------------------------
+# Derived values: named choices and lists
+
+
+def choice_members(choice):
+    """{value: member symbol} of a named choice.  A member's value is its name
+    without the prefix every member shares with the choice's name, lowercase,
+    '_' as '-': choice OPTIMIZER, OPTIMIZER_ADAMWSPAM -> "adamwspam";
+    choice PRUNING_METHOD, PRUNING_NONE -> "none"; MODEL_GPT2_MEDIUM ->
+    "gpt2-medium"."""
+    parts = choice.name.split("_")
+    for size in range(len(parts), 0, -1):
+        prefix = "_".join(parts[:size]) + "_"
+        if all(sym.name.startswith(prefix) for sym in choice.syms):
+            return {sym.name[len(prefix):].lower().replace("_", "-"): sym for sym in choice.syms}
+    raise ConfigError(f"choice {choice.name}: every member must be named {parts[0]}_<VALUE> "
+                      "(fix the Kconfig file)")
+
+
+def choice_value(choice):
+    """The value of a named choice's selected member (None if none is)."""
+    selected = choice.selection
+    return next((value for value, sym in choice_members(choice).items() if sym is selected), None)
+
+
+def is_list(kconf, sym):
+    """A list option: a string symbol without prompt or default whose
+    members are the bools named <SYMBOL>_<VALUE> (TRACKER: TRACKER_TRACKIO,
+    TRACKER_WANDB).  Any number of members can be on at once."""
+    return (sym.orig_type is STRING and not has_prompt(sym) and not sym.orig_defaults
+            and bool(list_members(kconf, sym)))
+
+
+def list_members(kconf, sym):
+    """{value: bool symbol} of a list option, in Kconfig order."""
+    prefix = sym.name + "_"
+    return {member.name[len(prefix):].lower().replace("_", "-"): member
+            for member in kconf.unique_defined_syms
+            if member.name.startswith(prefix) and member.orig_type is BOOL and has_prompt(member)}
+
+
+LIST_NONE = "none"
+
+
+def list_value(kconf, sym, values=None):
+    """The list's value: the members that are on, joined by commas, or
+    "none".  `values` ({member name: bool}) overrides the current values."""
+    on = [value for value, member in list_members(kconf, sym).items()
+          if (values[member.name] if values is not None else member.tri_value == 2)]
+    return ",".join(on) or LIST_NONE

@@ -2,7 +2,7 @@
 
     make bench                         # the full set below (about 3 1/2 minutes on 2 cores)
     make bench ARGS="--quick"          # tiny sizes, about 25 s (the CI smoke test)
-    python scripts/bench.py --json bench.json
+    python -m scripts.bench --json bench.json
 
 The fixed set of measurements, in this order (full mode; --quick runs the
 same kinds on a 2-layer, 32-wide model with fewer steps):
@@ -211,7 +211,7 @@ def run_benchmark(args, command):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    command = shlex.join(["scripts/bench.py", *argv])
+    command = shlex.join(["python", "-m", "scripts.bench", *argv])
     try:
         report = run_benchmark(args, command)
     except BenchError as e:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2 import cli
+from lib.trackers import backend_names
 from gpt2.tokenizer import close_workers, default_workers
 from scripts.bench_system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRACKERS = ("none", "trackio", "wandb")
+TRACKERS = ("none", *backend_names())
 LIBRARY_NAMES = {"blas": "torch.mm (BLAS)", "onednn": "oneDNN"}
 
 

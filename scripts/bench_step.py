@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 
 from gpt2 import cli, cpu_matmul, distributed
+from gpt2.cpu_fast_paths import use_cpu_fast_paths
+from gpt2.configs import RunConfig
 from gpt2.run_config import resolve_precision
-from gpt2.run_setup import open_run_trackers, setup
+from gpt2.run_setup import open_run_trackers, plain_flags, setup
 from gpt2.schedule import learning_rate
 from gpt2.train import no_log, report_progress, train_step
 
@@ -55,15 +57,15 @@ def timed_steps(run, warmup, iters, log_interval):
     """Step times in seconds of `iters` steps after `warmup` untimed ones.
     With log_interval > 0, every log_interval-th step also reads the loss
     and logs as train.py does (inside the timed step)."""
-    args = run.args
+    training = run.cfg.training
     times = []
     for i in range(warmup + iters):
         lr = learning_rate(
             run.iter_num,
-            max_lr=args.learning_rate,
-            min_lr=args.min_lr,
-            warmup_iters=args.warmup_iters,
-            decay_iters=args.lr_decay_iters or args.max_iters,
+            max_lr=training.learning_rate,
+            min_lr=training.min_lr,
+            warmup_iters=training.warmup_iters,
+            decay_iters=training.decay_iters,
         )
         synchronize(run.device)
         start = time.perf_counter()
@@ -90,13 +92,14 @@ def measure(spec):
     """Run the steps `spec` describes; returns the measurement as a dict."""
     with tempfile.TemporaryDirectory(prefix="gpt2lab-bench-") as out_dir:
         args = cli.parse_args([*spec["flags"], "--out-dir", out_dir])
-        precision = resolve_precision(args, log=no_log)
+        cfg = RunConfig.from_flags(vars(args))
+        precision = resolve_precision(cfg.system, log=no_log)
         dist = distributed.start(precision.device_type)
-        run, _ = setup(args, precision, dist, log=no_log)
-        if "chunked_loss" in spec:  # an ablation row: the other loss path
-            run.chunked_loss = spec["chunked_loss"]
+        run, _ = setup(cfg, plain_flags(args), precision, dist, log=no_log)
+        if "chunked_loss" in spec:  # an ablation row: the other loss path, same matmuls
+            use_cpu_fast_paths(run.raw_model, cpu_matmul.library_of(run.raw_model), spec["chunked_loss"])
         start = time.perf_counter()
-        run.trackers = TimedTrackers(open_run_trackers(args, dist, None))
+        run.trackers = TimedTrackers(open_run_trackers(run, None, train_args=cli.command_line(args)))
         startup = time.perf_counter() - start
         try:
             times = timed_steps(run, spec["warmup"], spec["iters"], spec.get("log_interval", 0))
@@ -117,11 +120,12 @@ def measure(spec):
         "device": str(run.device),
         "dtype": precision.dtype,
         "compile": precision.compile,
-        "chunked_loss": run.chunked_loss,
-        "cpu_matmul": cpu_matmul.in_use() if run.device.type == "cpu" else None,
+        # What the model computed with, read from the model itself.
+        "chunked_loss": model.output_loss is not None,
+        "cpu_matmul": cpu_matmul.library_of(model) if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
         "setup_peak_flops": run.peak_flops,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/mfu.py)
-        "tracker": args.tracker,
+        "tracker": cfg.tracking.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,
         "log_seconds": run.trackers.log_seconds,

@@ -1,11 +1,12 @@
 """Create and inspect .config: the kconfig tools behind `make <command>`.
 
-  defconfig NAME [--tracker T]  gpt2/defconfigs/NAME, the rest at defaults -> .config
+  defconfig NAME [--tracker T]  gpt2/defconfigs/NAME (or NAME-TRACKER), the rest at defaults -> .config
   olddefconfig                  .config (or nothing), new options at defaults -> .config
   savedefconfig                 .config -> ./defconfig, only what differs from the defaults
   listnewconfig                 the options .config does not set yet
   list-defconfigs               the presets, each with its description
   menuconfig                    kconfiglib's terminal menu over .config
+  example                       .config.example: every option at its default, with comments
 
 Every command that writes .config also regenerates build/config.py and
 build/train.args (scripts/genconfig.py), so they always match it.  Files are
@@ -18,16 +19,17 @@ already be replaced; `make` regenerates build/ from it once the cause is fixed.
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-
-from kconfiglib import BOOL, HEX, INT, STRING, TRI_TO_STR
-
-from lib.kconfig import (REPO_ROOT, ConfigError, load_config, load_tree, read_config,
-                         select_choice_value)
-from scripts.genconfig import generate, replaced_atomically
+import kconfiglib
+from lib.atomic import replaced_atomically, write_text_atomically
+from lib.kconfig import (REPO_ROOT, ConfigError, default_value, dependencies_met, list_members, load_config,
+                         load_tree, one_line, read_config)
+from lib.options import options
+from scripts.genconfig import generate
 
 DEFCONFIGS = REPO_ROOT / "gpt2" / "defconfigs"
 HEADER = "# gpt2lab configuration: edit with `make menuconfig`, or start over from a preset\n" \
@@ -57,17 +59,40 @@ def write_config(kconf, args):
     return f"{args.config} written; {', '.join(str(path) for path in outputs)} regenerated"
 
 
+def set_list(kconf, name, text):
+    """Switch the members of list option `name` (TRACKER) to `text`
+    ("trackio,wandb", "none"); returns the value as the flag reads it."""
+    option = next(option for option in options(kconf) if option.name == name)
+    try:
+        value = option.parse(text)
+    except ValueError as err:
+        raise ConfigError(f"{name}={err}") from None
+    chosen = value.split(",")
+    for member_value, member in list_members(kconf, option.item).items():
+        member.set_value(2 if member_value in chosen else 0)
+    return value
+
+
+def resolve_preset(name):
+    """(preset file name, tracker or "") for `name`: a preset in
+    gpt2/defconfigs, or <preset>-<tracker list> (gpt2-wandb: the gpt2 preset
+    with TRACKER=wandb)."""
+    if name in presets():
+        return name, ""
+    base, _, tracker = name.rpartition("-")
+    if base in presets() and tracker:
+        return base, tracker
+    raise ConfigError(f"no preset {name!r} in gpt2/defconfigs; `make list-defconfigs` lists them")
+
+
 def defconfig(args):
     """.config from a preset in gpt2/defconfigs, everything else at its default."""
-    if args.name not in presets():
-        raise ConfigError(f"no preset {args.name!r} in gpt2/defconfigs; "
-                          "`make list-defconfigs` lists them")
+    preset, tracker = resolve_preset(args.name)
     kconf = load_tree()
-    load_config(kconf, DEFCONFIGS / args.name)
-    note = ""
-    if args.tracker:
-        note = f" (tracker: {select_choice_value(kconf, 'TRACKER', args.tracker)})"
-    print(f"preset {args.name}{note}: {write_config(kconf, args)}")
+    load_config(kconf, DEFCONFIGS / preset)
+    tracker = args.tracker or tracker
+    note = f" (tracker: {set_list(kconf, 'TRACKER', tracker)})" if tracker else ""
+    print(f"preset {preset}{note}: {write_config(kconf, args)}")
 
 
 def olddefconfig(args):
@@ -89,21 +114,90 @@ def savedefconfig(args):
 
 
 def listnewconfig(args):
-    """Print the options .config does not set, at their defaults."""
-    kconf = read_config(args.config)
-    for sym in kconf.unique_defined_syms:
-        # Same test as kconfiglib's listnewconfig: options a user could set
-        # (choice members included) that the file leaves unset.
-        settable = len(sym.assignable) > 1 or (
-            sym.visibility and (sym.orig_type in (INT, HEX, STRING) or sym.choice))
-        if sym.user_value is None and settable:
-            print(f"CONFIG_{sym.name}={TRI_TO_STR[sym.tri_value]}" if sym.orig_type is BOOL
-                  else sym.config_string.strip())
+    """Print the options .config does not set, at their defaults: .config is
+    checked strictly here, then kconfiglib's own listnewconfig lists them."""
+    read_config(args.config)
+    result = subprocess.run([sys.executable, "-m", "listnewconfig", str(REPO_ROOT / "Kconfig")],
+                            env=dict(os.environ, KCONFIG_CONFIG=str(args.config)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise ConfigError(f"kconfiglib's listnewconfig failed: {one_line(result.stderr)}")
+    print(result.stdout, end="")
+
+
+EXAMPLE_HEADER = """\
+# gpt2lab: a complete example .config, every option at its default (the tiny
+# GPT-2 on Tiny Shakespeare, tracked in Trackio).  Generated from the Kconfig
+# tree by `make example-config`; do not edit.  Copy it to .config and edit it,
+# or let `make menuconfig` (help on every option) or `make defconfig-<name>`
+# write .config for you.  Each option's comment names its gpt2/train.py flag;
+# an option whose dependency is not met ("used when ...") is ignored.  Floats
+# are quoted strings (Kconfig has no float type).
+"""
+
+
+def example_config(kconf):
+    """The text of .config.example: every option of the tree at its default,
+    under its menu's title, with its prompt and flag as a comment."""
+    out, menu = [EXAMPLE_HEADER], None
+    for option in options(kconf):
+        if option.group != menu:
+            menu = option.group
+            out.append(f"\n# --- {menu} ---\n")
+        flag = f"{option.flag}, " if option.train_flag else ""
+        note = f" ({flag}Kconfig {option.name})"
+        if option.kind == "list":
+            out.append(f"# {option.flag} (Kconfig {option.name}): the {option.name}_<NAME> options "
+                       "below that are y, joined by commas (none when all are off)\n")
+        elif option.kind == "choice":
+            out.append(f"# {option.prompt}{note}: one of the following is y\n")
+            out.extend(_assignment(sym, sym is option.item.selection) for sym in option.item.syms)
+        else:
+            sym = option.item
+            used_when = "" if dependencies_met(sym) else f" (used when {kconfiglib.expr_str(sym.direct_dep)})"
+            out.append(f"# {option.prompt}{note}{used_when}\n")
+            out.append(_assignment(sym, default_value(sym)))
+        out.extend(_list_members(kconf, option))
+    return "".join(out)
+
+
+def _list_members(kconf, option):
+    if option.kind != "list":
+        return []
+    lines = []
+    for sym in list_members(kconf, option.item).values():
+        prompt = next(node.prompt[0] for node in sym.nodes if node.prompt)
+        lines += [f"# {prompt} (Kconfig {sym.name})\n", _assignment(sym, default_value(sym))]
+    return lines
+
+
+def _assignment(sym, value):
+    """One .config line for `sym` holding `value` (a Python value)."""
+    if sym.orig_type is kconfiglib.BOOL:
+        return f"CONFIG_{sym.name}=y\n" if value else f"# CONFIG_{sym.name} is not set\n"
+    if sym.orig_type is kconfiglib.STRING:
+        return f'CONFIG_{sym.name}="{kconfiglib.escape(_default_text(sym))}"\n'
+    return f"CONFIG_{sym.name}={value}\n"
+
+
+def _default_text(sym):
+    """A string symbol's default as written in Kconfig (floats keep "1e-3")."""
+    for value, cond in sym.orig_defaults:
+        if kconfiglib.expr_value(cond):
+            return value.str_value
+    return ""
+
+
+def example(args):
+    """Write .config.example: every option at its default, with comments."""
+    write_text_atomically(args.out, example_config(load_tree()))
+    print(f"{args.out}: every option at its default, from the Kconfig tree")
 
 
 def list_defconfigs(args):
     """Print the presets with the first comment line of each."""
-    print("Presets (`make defconfig-<name> [TRACKER=none|trackio|wandb|trackio,wandb]`):")
+    print("Presets (`make defconfig-<name> [TRACKER=none|trackio|wandb|trackio,wandb]`;"
+          " `<name>-<tracker>` works too, e.g. gpt2-wandb):")
     for name, description in presets().items():
         print(f"  {name:<24} {description}")
 
@@ -148,6 +242,7 @@ COMMANDS = {
     "listnewconfig": listnewconfig,
     "list-defconfigs": list_defconfigs,
     "menuconfig": menuconfig,
+    "example": example,
 }
 
 
@@ -170,6 +265,9 @@ def build_parser():
         if name == "savedefconfig":
             command.add_argument("--out", default="defconfig",
                                  help="where to write the minimal configuration")
+        if name == "example":
+            command.add_argument("--out", default=str(REPO_ROOT / ".config.example"),
+                                 help="where to write the example (default: .config.example)")
     return parser
 
 

@@ -3,8 +3,8 @@
 build/config.py holds every Kconfig setting as a typed constant (None where
 the setting's dependencies are unmet); scripts read it.  build/train.args is
 the argument set of gpt2/train.py, one JSON-encoded string per line
-(`--flag=value`, `--flag` / `--no-flag` for bools) for the symbols of
-gpt2/options.py TRAIN_FLAGS whose dependencies are met; train.py reads it
+(`--flag=value`, `--flag` / `--no-flag` for bools) for the options of
+lib/options.py whose dependencies are met; train.py reads it
 with `@build/train.args`.
 
 Both come from jinja2 templates in scripts/templates/ (StrictUndefined):
@@ -15,26 +15,28 @@ atomically.  `make` runs this whenever .config or a Kconfig file changes.
 """
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import jinja2
-from kconfiglib import BOOL
 
-from gpt2.options import TRAIN_FLAGS
+from lib.atomic import write_text_atomically
 from lib.kconfig import TOP_KCONFIG, ConfigError, menu_title, python_type, read_config, typed_value
+from lib.options import options, train_options
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 OUTPUTS = {"config.py": "config.py.j2", "train.args": "train.args.j2"}
 
 
 def settings_by_menu(kconf):
-    """{menu title: [setting]} for every symbol, in Kconfig order."""
+    """{menu title: [setting]}: every symbol, named choice and list, in
+    Kconfig order.  Choice members and list members stay in too (bools)."""
+    derived = {option.name: option for option in options(kconf) if option.kind in ("choice", "list")}
     menus = {}
     for sym in kconf.unique_defined_syms:
+        if sym.name in derived:
+            continue
         value = typed_value(sym)
         annotation = python_type(sym).__name__
         menus.setdefault(menu_title(sym), []).append({
@@ -42,24 +44,19 @@ def settings_by_menu(kconf):
             "value": value,
             "annotation": annotation if value is not None else f"{annotation} | None",
         })
+    for option in derived.values():
+        menus.setdefault(option.group, []).append(
+            {"name": option.name, "value": option.value(kconf), "annotation": "str"})
     return menus
 
 
 def train_arguments(kconf):
-    """train.py arguments for the TRAIN_FLAGS symbols whose dependencies are met.
-
-    `--flag=value` keeps a value that starts with '-' or '@' a value.
-    """
+    """train.py arguments for every option whose dependencies are met."""
     args = []
-    for name, flag in TRAIN_FLAGS.items():
-        sym = kconf.syms[name]
-        value = typed_value(sym)
-        if value is None:
-            continue
-        if sym.orig_type is BOOL:
-            args.append(flag if value else f"--no-{flag[2:]}")
-        else:
-            args.append(f"{flag}={value}")  # str(float) is its repr: the shortest exact form
+    for option in train_options(kconf):
+        value = option.value(kconf)
+        if value is not None:
+            args.append(option.render(value))
     return args
 
 
@@ -79,32 +76,6 @@ def render(kconf):
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=True)
     context = {"menus": settings_by_menu(kconf), "args": train_arguments(kconf)}
     return {name: env.get_template(template).render(context) for name, template in OUTPUTS.items()}
-
-
-@contextlib.contextmanager
-def replaced_atomically(path):
-    """Yield a temporary path beside `path`; on success it replaces `path`
-    in one step (os.replace), so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Named by process id rather than mkstemp(), whose files are private
-    # (0600); this one gets the usual permissions from the umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def write_text_atomically(path, text):
-    """Write `text` to `path` through a temporary file and os.replace."""
-    with replaced_atomically(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def generate(config, build_dir, kconfig=TOP_KCONFIG):

@@ -1,13 +1,16 @@
 """Start gpt2/train.py with the generated argument set: what `make train` runs.
 
-    launch.py [--build-dir build] [--dry-run] [-- TRAIN_FLAGS...]
+    python -m scripts.launch [--build-dir build] [--dry-run] [-- TRAIN_FLAGS...]
 
 Reads build/config.py.  With NPROC_PER_NODE x NNODES > 1 training runs under
 torchrun (c10d rendezvous at RDZV_ENDPOINT), otherwise in one process:
 
     torchrun --nproc-per-node N --nnodes M --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:PORT gpt2/train.py @build/train.args FLAGS...
-    python gpt2/train.py @build/train.args FLAGS...
+        --rdzv-endpoint HOST:PORT -m gpt2.train @build/train.args FLAGS...
+    python -m gpt2.train @build/train.args FLAGS...
+
+Training runs as the module gpt2.train (torchrun's -m), so nothing of gpt2/
+comes first on sys.path.
 
 Flags after `--` come after the argument set, so they win over it
 (`make train ARGS="--max-iters 100"`).  This process is replaced by the
@@ -21,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-TRAIN_PY = Path("gpt2") / "train.py"
+TRAIN_MODULE = "gpt2.train"
 
 
 def read_settings(build_dir):
@@ -34,7 +37,7 @@ def read_settings(build_dir):
 
 def command(settings, args_file, train_flags):
     """The argv that runs training for these settings."""
-    train = [str(TRAIN_PY), f"@{args_file}", *train_flags]
+    train = ["-m", TRAIN_MODULE, f"@{args_file}", *train_flags]
     nproc, nnodes = settings["NPROC_PER_NODE"], settings["NNODES"]
     if nproc * nnodes == 1:
         return [sys.executable, *train]

@@ -11,8 +11,8 @@ else into the trackers the run used.
 """
 
 import argparse
+import dataclasses
 import sys
-from pathlib import Path
 
 from lib.trackers.base import TrackerError
 from lib.trackers.journal import journal_path, journaled_points, read_journal
@@ -39,15 +39,12 @@ def replay_targets(records, start, requested):
     return targets
 
 
-def backend_options(name, state, args):
-    """Open the backend where the run's own state says it lives."""
-    if name == "trackio":
-        return {"trackio_dir": args.trackio_dir or state.get("trackio_dir", "")}
-    options = {"wandb_offline": args.wandb_offline or state.get("mode") == "offline"}
-    options["wandb_entity"] = state.get("entity", "")
-    if state.get("wandb_dir"):
-        options["wandb_root"] = str(Path(state["wandb_dir"]).parent)  # wandb adds the wandb/ folder itself
-    return options
+def backend_settings(backend, state, args):
+    """The backend's settings from the run's saved state, with the settings
+    given on this command line (--trackio-dir, --wandb-offline) on top."""
+    settings = backend.settings_from_state(state)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if getattr(args, f.name, None)}
+    return dataclasses.replace(settings, **given)
 
 
 def replay(name, records, start, points, summary, args):
@@ -56,12 +53,13 @@ def replay(name, records, start, points, summary, args):
         record["backends"][name] for record in records if record["kind"] == "start" and name in record["backends"]
     ]
     state = states[-1] if states else {}
-    tracker = backend_class(name)(
+    backend = backend_class(name)
+    tracker = backend(
         project=start["project"],
         run_name=start["run_name"],
         config=start["config"],
+        settings=backend_settings(backend, state, args),
         resume_state=state,
-        options=backend_options(name, state, args),
     )
     for step, metrics in points.items():
         tracker.log(metrics, step)

@@ -20,10 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def quick_bench(shakespeare_path, tmp_path_factory):
-    """(stdout, JSON report) of one `scripts/bench.py --quick` run."""
+    """(stdout, JSON report) of one `python -m scripts.bench --quick` run."""
     json_path = tmp_path_factory.mktemp("bench") / "bench.json"
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--quick", "--device", "cpu", "--input", str(shakespeare_path),
+        [sys.executable, "-m", "scripts.bench", "--quick", "--device", "cpu", "--input", str(shakespeare_path),
          "--json", str(json_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -70,7 +70,7 @@ def test_the_table_has_a_header_every_row_and_every_column(quick_bench):
     header = lines[0]
     assert header.startswith("gpt2lab bench (quick) | ")
     assert f"torch {report['machine']['torch']}" in header and "cores" in header and "threads" in header
-    assert "scripts/bench.py --quick" in header and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", header)
+    assert "python -m scripts.bench --quick" in header and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", header)
     table = [line for line in lines if line.startswith("|")]
     titles = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert titles == ["measurement", *(title for title, _, _ in COLUMNS), "notes"]
@@ -94,7 +94,7 @@ def test_goals_are_listed_with_what_was_measured_but_not_judged_in_quick_mode(qu
 
 def test_a_missing_corpus_is_one_line_and_exit_1(tmp_path):
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--quick", "--input", str(tmp_path / "missing.txt")],
+        [sys.executable, "-m", "scripts.bench", "--quick", "--input", str(tmp_path / "missing.txt")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1

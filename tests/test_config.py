@@ -70,22 +70,19 @@ def test_preset_loads_cleanly_and_is_minimal(name, tmp_path):
     assert body == (tmp_path / "min").read_text().splitlines(), "presets are savedefconfig output"
 
 
-def test_gpt2_presets_differ_only_in_tracker():
-    values = {name: typed_value_map(configure.DEFCONFIGS / name)
-              for name in ("gpt2-trackio", "gpt2-wandb", "gpt2-none")}
-    assert [v["TRACKER"] for v in values.values()] == ["trackio", "wandb", "none"]
-    gpt2 = values["gpt2-trackio"]
-    assert (gpt2["MODEL"], gpt2["BLOCK_SIZE"], gpt2["DATASET"]) == ("gpt2", 1024, "finewebedu")
-    assert (gpt2["BATCH_SIZE"], gpt2["GRADIENT_ACCUMULATION_STEPS"], gpt2["LEARNING_RATE"]) == \
+@pytest.mark.parametrize("name, tracker", [("gpt2", "trackio"), ("gpt2-trackio", "trackio"),
+                                           ("gpt2-wandb", "wandb"), ("gpt2-none", "none"),
+                                           ("gpt2-wandb,trackio", "trackio,wandb")])
+def test_gpt2_preset_with_a_tracker_suffix(name, tracker, tmp_path):
+    """One 124M preset; `<preset>-<tracker>` (the names of the three presets
+    it replaces) and TRACKER= pick the tracker."""
+    configure_main(tmp_path, "defconfig", name)
+    settings = settings_of(tmp_path / "build" / "config.py")
+    assert settings["TRACKER"] == tracker
+    assert (settings["MODEL"], settings["BLOCK_SIZE"], settings["DATASET"]) == ("gpt2", 1024, "finewebedu")
+    assert (settings["BATCH_SIZE"], settings["GRADIENT_ACCUMULATION_STEPS"], settings["LEARNING_RATE"]) == \
         (12, 40, 6e-4)
-    untracked = {k: v for k, v in gpt2.items() if not k.startswith(("TRACKER", "WANDB"))}
-    for other in ("gpt2-wandb", "gpt2-none"):
-        assert {k: v for k, v in values[other].items() if k in untracked} == untracked
-
-
-def typed_value_map(path):
-    kconf = read_config(path)
-    return {sym.name: typed_value(sym) for sym in kconf.unique_defined_syms}
+    assert f'"--tracker={tracker}"' in (tmp_path / "build" / "train.args").read_text()
 
 
 def test_tiny_preset_runs_on_the_cpu(tiny):
@@ -107,7 +104,7 @@ def test_savedefconfig_round_trip(name, tmp_path):
 
 @pytest.mark.parametrize("tracker", TRACKERS + ["wandb,trackio"])
 def test_tracker_override(tracker, tmp_path):
-    configure_main(tmp_path, "defconfig", "gpt2-trackio", "--tracker", tracker)
+    configure_main(tmp_path, "defconfig", "gpt2", "--tracker", tracker)
     expected = "trackio,wandb" if "," in tracker else tracker
     assert settings_of(tmp_path / "build" / "config.py")["TRACKER"] == expected
     assert f'"--tracker={expected}"' in (tmp_path / "build" / "train.args").read_text()
@@ -115,12 +112,12 @@ def test_tracker_override(tracker, tmp_path):
 
 def test_unknown_tracker_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "scripts/configure.py", "--config", str(tmp_path / ".config"),
+        [sys.executable, "-m", "scripts.configure", "--config", str(tmp_path / ".config"),
          "defconfig", "gpt2-trackio", "--tracker", "tensorboard"],
         cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and not (tmp_path / ".config").exists()
-    assert result.stderr == ("error: TRACKER='tensorboard' is not one of: "
-                             "none, trackio, wandb, trackio,wandb\n")
+    assert result.stderr == ("error: TRACKER='tensorboard': 'tensorboard' is unknown; use none, "
+                             "or one or more of trackio, wandb joined by commas\n")
 
 
 def test_unknown_preset_is_an_error(tmp_path):
@@ -155,9 +152,15 @@ BAD_CONFIGS = {
                          r":\d+: CONFIG_SEED is set again \(first on line \d+\)"),
     "two choice entries": (edit("# CONFIG_OPTIMIZER_SGD is not set", "CONFIG_OPTIMIZER_SGD=y"),
                            r":\d+: CONFIG_OPTIMIZER_ADAMW=y but CONFIG_OPTIMIZER_SGD=y"),
-    "hand-edited choice value": (edit('CONFIG_MODEL="custom"', 'CONFIG_MODEL="gpt2"'),
+    "hand-edited choice value": (lambda text: text + 'CONFIG_MODEL="gpt2"\n',
                                  r":\d+: CONFIG_MODEL='gpt2' disagrees with the choice that sets "
                                  r"MODEL \('custom'\); select CONFIG_MODEL_GPT2=y instead"),
+    "hand-edited tracker list": (lambda text: text + 'CONFIG_TRACKER="wandb"\n',
+                                 r":\d+: CONFIG_TRACKER='wandb' disagrees with the choice that sets "
+                                 r"TRACKER \('trackio'\); set the CONFIG_TRACKER_<NAME> options instead"),
+    "removed combined tracker": (lambda text: text + "CONFIG_TRACKER_TRACKIO_WANDB=y\n",
+                                 r":\d+: CONFIG_TRACKER_TRACKIO_WANDB no longer exists; trackers are "
+                                 r"independent options now: set CONFIG_TRACKER_TRACKIO=y"),
     "missing .config": (None, r": no such file; create it with `make defconfig-<name>`"),
 }
 
@@ -183,7 +186,7 @@ def test_bad_config_exits_non_zero_without_traceback(tiny):
     config = tiny / ".config"
     config.write_text(config.read_text().replace("# CONFIG_COMPILE is not set",
                                                  "CONFIG_COMPILE=maybe"))
-    result = subprocess.run([sys.executable, "scripts/genconfig.py", "--config", str(config),
+    result = subprocess.run([sys.executable, "-m", "scripts.genconfig", "--config", str(config),
                              "--build-dir", str(tiny / "build")],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1
@@ -251,7 +254,8 @@ def test_newlines_cannot_escape_a_generated_file(tmp_path):
 def test_config_py_is_typed_and_complete(tiny):
     settings = settings_of(tiny / "build" / "config.py")
     kconf = load_tree()
-    assert set(settings) == {sym.name for sym in kconf.unique_defined_syms}
+    assert set(settings) == {sym.name for sym in kconf.unique_defined_syms} | set(kconf.named_choices)
+    assert (settings["OPTIMIZER"], settings["TRACKER"], settings["TRACKER_TRACKIO"]) == ("adamw", "trackio", True)
     assert isinstance(settings["LEARNING_RATE"], float) and isinstance(settings["SEED"], int)
     assert settings["SGD_MOMENTUM"] is None and settings["WANDB_ENTITY"] is None  # deps unmet
     assert "TARGET_SPARSITY" not in (tiny / "build" / "train.args").read_text()
@@ -264,6 +268,26 @@ def test_precedence_defaults_then_args_file_then_flags(tmp_path):
     assert parse_args([args_file]).max_iters == 600000
     explicit = parse_args([args_file, "--max-iters", "100", "--no-compile"])
     assert (explicit.max_iters, explicit.compile, explicit.batch_size) == (100, False, 12)
+
+
+def test_example_config_is_generated_from_kconfig():
+    """.config.example is `make example-config` output; edit Kconfig, then
+    regenerate it (this fails when it is stale)."""
+    assert (REPO_ROOT / ".config.example").read_text() == configure.example_config(load_tree()), \
+        ".config.example is stale: run `make example-config`"
+
+
+def test_an_old_config_still_loads(tmp_path):
+    """A .config written before trackers became independent options and the
+    choices lost their string symbols (MODEL, TRACKER, ...) still works."""
+    old = tmp_path / "old.config"
+    old.write_text('CONFIG_MODEL_CUSTOM=y\nCONFIG_MODEL="custom"\n# CONFIG_TRACKER_NONE is not set\n'
+                   '# CONFIG_TRACKER_TRACKIO is not set\nCONFIG_TRACKER_WANDB=y\n'
+                   '# CONFIG_TRACKER_TRACKIO_WANDB is not set\nCONFIG_TRACKER="wandb"\n'
+                   'CONFIG_OPTIMIZER_ADAMWSPAM=y\nCONFIG_OPTIMIZER="adamwspam"\n')
+    genconfig.main(["--config", str(old), "--build-dir", str(tmp_path / "build")])
+    settings = settings_of(tmp_path / "build" / "config.py")
+    assert (settings["TRACKER"], settings["OPTIMIZER"], settings["MODEL"]) == ("wandb", "adamwspam", "custom")
 
 
 def test_example_config_is_complete_and_at_defaults():
@@ -298,12 +322,12 @@ def test_listnewconfig_shows_options_a_preset_leaves_unset(tmp_path, capsys):
 def test_launch_command(tiny):
     settings = settings_of(tiny / "build" / "config.py")
     single = launch.command(settings, "build/train.args", ["--max-iters", "100"])
-    assert single == [sys.executable, "gpt2/train.py", "@build/train.args", "--max-iters", "100"]
+    assert single == [sys.executable, "-m", "gpt2.train", "@build/train.args", "--max-iters", "100"]
     settings.update(NPROC_PER_NODE=2, NNODES=3)
     multi = launch.command(settings, "build/train.args", [])
     assert multi == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                      "--nnodes", "3", "--rdzv-backend", "c10d", "--rdzv-endpoint",
-                     "localhost:29500", "gpt2/train.py", "@build/train.args"]
+                     "localhost:29500", "-m", "gpt2.train", "@build/train.args"]
 
 
 def test_trackio_show_command(tiny, monkeypatch):
@@ -323,7 +347,7 @@ def test_make_defconfig_then_outputs_are_up_to_date(tmp_path):
     assert settings_of(tmp_path / "build" / "config.py")["TRACKER"] == "trackio,wandb"
     assert make(tmp_path, "-q", "genconfig").returncode == 0  # nothing left to do
     bad = make(tmp_path, "defconfig-gpt2-trackio", "TRACKER=tensorboard")
-    assert bad.returncode != 0 and "error: TRACKER='tensorboard' is not one of" in bad.stderr
+    assert bad.returncode != 0 and "error: TRACKER='tensorboard': 'tensorboard' is unknown" in bad.stderr
 
 
 def test_make_regenerates_when_config_changes_and_stops_on_errors(tmp_path):
@@ -342,7 +366,7 @@ def test_make_regenerates_when_config_changes_and_stops_on_errors(tmp_path):
 def test_make_train_runs_launch_after_the_argument_set(tmp_path):
     result = make(tmp_path, "-n", "train", "ARGS=--max-iters 100")
     assert result.stdout.splitlines()[-1].endswith(
-        f"scripts/launch.py --build-dir {tmp_path / 'build'} -- --max-iters 100")
+        f"-m scripts.launch --build-dir {tmp_path / 'build'} -- --max-iters 100")
 
 
 def test_make_help_lists_every_target():

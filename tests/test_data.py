@@ -218,6 +218,7 @@ def test_reuse_then_redo_when_input_changes(tmp_path):
     [
         {"train.bin": b"\x01\x00" * 10, "val.bin": b"\x01\x00"},  # killed before meta.json
         {"train.bin.tmp": b"\x01\x00", "val.bin.tmp": b"", "meta.json.tmp": b"{}"},  # killed mid-write
+        {".train.bin.4321.tmp": b"\x01\x00", ".meta.json.4321.tmp": b"{}"},  # the same, lib/atomic.py names
     ],
 )
 def test_half_written_folder_is_redone(tmp_path, leftovers):
@@ -402,9 +403,9 @@ def test_cli_input_errors_are_one_line(tmp_path, name, content, message):
 
 
 def test_datasets_match_kconfig_choice():
-    from lib.kconfig import choice_values, load_tree
+    from lib.kconfig import choice_members, load_tree
 
-    assert set(choice_values(load_tree())["DATASET"]) == set(data_sources.DATASETS)
+    assert list(choice_members(load_tree().named_choices["DATASET"])) == list(data_sources.DATASETS)
 
 
 def test_shared_fixture_is_ready_for_train(shakespeare_data):

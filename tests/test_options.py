@@ -1,33 +1,26 @@
-"""The Kconfig tree, gpt2/options.py and train.py's parser agree.
-
-Every visible option reaches train.py or a launch script, every mapped flag
-exists in the parser with Kconfig's default, every choice feeds its hidden
-symbol, and the Kconfig files keep the Linux layout.
+"""Kconfig is the only declaration of an option: train.py's flags, the typed
+configs and the scripts all follow from the tree, and these tests fail when
+one of them drifts (a flag no option defines, an option no code reads, a
+config field without a flag, a help group other than the option's menu).
 """
 
 import argparse
+import ast
+import dataclasses
 import re
+from pathlib import Path
 
 import pytest
-from kconfiglib import BOOL, INT, STRING
+from kconfiglib import STRING
 
 from gpt2.cli import build_parser, parse_args
-from gpt2.options import FLOATS, LAUNCH_OPTIONS, TRAIN_FLAGS, dest
-from lib.kconfig import (REPO_ROOT, choice_values, default_value, int_range, load_tree,
-                         parse_float, typed_value)
+from gpt2.configs import RunConfig, config_classes
+from gpt2.errors import UsageError
+from lib.kconfig import REPO_ROOT, help_text, load_tree
+from lib.options import options, train_options
 
-KCONFIG_FILES = [REPO_ROOT / name for name in ("Kconfig", "Kconfig.tracking", "gpt2/Kconfig")]
-
-# The choices the project promises, as the values of their hidden symbols.
-EXPECTED_CHOICES = {
-    "MODEL": {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "custom"},
-    "DATASET": {"shakespeare", "finewebedu", "openwebtext", "tinystories"},
-    "OPTIMIZER": {"sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune"},
-    "PRUNING_METHOD": {"none", "magnitude", "movement", "state"},
-    "DTYPE": {"bfloat16", "float16", "float32"},
-    "CPU_MATMUL": {"auto", "blas", "onednn"},
-    "TRACKER": {"none", "trackio", "wandb", "trackio,wandb"},
-}
+KCONFIG_FILES = sorted([REPO_ROOT / "Kconfig", REPO_ROOT / "Kconfig.tracking", *REPO_ROOT.glob("*/Kconfig"),
+                        *REPO_ROOT.glob("lib/*/Kconfig")])
 
 
 @pytest.fixture(scope="module")
@@ -40,77 +33,77 @@ def parser(kconf):
     return build_parser(kconf)
 
 
-def has_prompt(sym):
-    return any(node.prompt for node in sym.nodes)
+def config_fields():
+    """{field name: config class} of every typed config, derived fields left out."""
+    fields = {}
+    for cls in config_classes():
+        for field in dataclasses.fields(cls):
+            if not field.metadata.get("derived"):
+                fields.setdefault(field.name, []).append(cls.__name__)
+    return fields
 
 
-def test_every_visible_option_is_mapped(kconf):
-    unmapped = [sym.name for sym in kconf.unique_defined_syms
-                if has_prompt(sym) and sym.choice is None
-                and sym.name not in TRAIN_FLAGS and sym.name not in LAUNCH_OPTIONS]
-    assert unmapped == [], "add these to gpt2/options.py (TRAIN_FLAGS or LAUNCH_OPTIONS)"
+def test_every_train_option_reaches_a_typed_config(kconf):
+    fields = config_fields()
+    unread = [option.flag for option in train_options(kconf) if option.dest not in fields]
+    assert unread == [], "these flags reach no config field (gpt2/configs.py, lib/optim, lib/pruning, lib/trackers)"
 
 
-def test_every_mapped_symbol_is_a_complete_option(kconf):
-    feeds = choice_values(kconf)
-    for name in [*TRAIN_FLAGS, *LAUNCH_OPTIONS]:
-        sym = kconf.syms.get(name)
-        assert sym is not None and sym.nodes, f"{name} is not defined in Kconfig"
-        assert has_prompt(sym) or name in feeds, f"{name} has no prompt and no choice feeds it"
-        assert all(node.help for node in sym.nodes), f"{name} has no help"
-        assert sym.orig_defaults, f"{name} has no default"
-        if sym.orig_type is INT:
-            assert int_range(sym) is not None, f"int {name} has no range"
+def test_every_config_field_is_a_flag(kconf):
+    dests = {option.dest for option in train_options(kconf)}
+    orphans = {name: owners for name, owners in config_fields().items() if name not in dests}
+    assert orphans == {}, "config fields that no Kconfig option defines"
 
 
-def test_floats_are_strings_with_valid_defaults(kconf):
-    for name in FLOATS:
-        sym = kconf.syms[name]
-        assert sym.orig_type is STRING, f"float {name} must be a Kconfig string"
-        assert isinstance(default_value(sym), float)
+def test_make_only_options_are_read_by_a_script(kconf):
+    scripts = "".join(path.read_text() for path in (REPO_ROOT / "scripts").glob("*.py"))
+    for option in options(kconf):
+        if not option.train_flag:
+            assert f'"{option.name}"' in scripts, f"{option.name} is marked 'not a train.py flag' but no script reads it"
 
 
-def test_every_choice_feeds_a_mapped_hidden_symbol(kconf):
-    feeds = choice_values(kconf)
-    assert {name: set(values) for name, values in feeds.items()} == EXPECTED_CHOICES
-    for name, values in feeds.items():
-        assert name in TRAIN_FLAGS
-        assert not has_prompt(kconf.syms[name])
-        members = list(values.values())
-        assert {member.choice for member in members} == {members[0].choice}
-        assert len(members) == len(members[0].choice.syms), f"a {name} entry feeds no value"
-    for choice in kconf.unique_choices:
-        assert any(choice is next(iter(values.values())).choice for values in feeds.values())
+def enclosing_menus(path=REPO_ROOT / "Kconfig", stack=None, menus=None):
+    """{symbol or choice name: menu title}, read from the Kconfig files' text
+    following `rsource` (not through kconfiglib, so this checks the parser
+    independently)."""
+    stack, menus = stack if stack is not None else [], menus if menus is not None else {}
+    for line in path.read_text().splitlines():
+        if match := re.match(r'menu "(.*)"', line):
+            stack.append(match.group(1))
+        elif line.startswith("endmenu"):
+            stack.pop()
+        elif match := re.match(r'rsource "(.*)"', line):
+            enclosing_menus(path.parent / match.group(1), stack, menus)
+        elif match := re.match(r"(?:config|menuconfig|choice) (\w+)", line):
+            if stack:
+                menus.setdefault(match.group(1), stack[-1])
+    return menus
 
 
-def test_hidden_value_follows_the_selection(kconf):
-    feeds = choice_values(kconf)
-    sym = kconf.syms["OPTIMIZER"]
-    before = sym.str_value
-    for value, member in feeds["OPTIMIZER"].items():
-        member.set_value(2)
-        assert sym.str_value == value
-    kconf.unset_values()
-    assert sym.str_value == before
+def test_help_groups_are_the_kconfig_menus(parser):
+    menus = enclosing_menus()
+    for group in parser._action_groups:
+        for action in group._group_actions:
+            if action.dest == "help":
+                continue
+            assert menus[action.dest.upper()] == group.title, action.option_strings[0]
 
 
-def test_every_flag_is_in_the_parser(parser):
-    options = {action.option_strings[0]: action
-               for action in parser._actions if action.option_strings}
-    for name, flag in TRAIN_FLAGS.items():
-        assert flag in options, f"{flag} ({name}) missing from gpt2.cli.build_parser()"
-        assert options[flag].dest == dest(flag)
+def test_every_flag_is_named_after_its_symbol(parser, kconf):
+    flags = {action.option_strings[0]: action for action in parser._actions if action.dest != "help"}
+    assert sorted(flags) == sorted(f"--{o.name.lower().replace('_', '-')}" for o in train_options(kconf))
+    for flag, action in flags.items():
+        assert action.dest == flag[2:].replace("-", "_")
+        assert isinstance(action, argparse.BooleanOptionalAction) == (action.type is None), flag
 
 
-def test_parser_defaults_are_kconfig_defaults(kconf):
-    args = parse_args([])
-    for name, flag in TRAIN_FLAGS.items():
-        sym = kconf.syms[name]
-        expected = typed_value(sym)
-        if expected is None:  # dependency unmet at the defaults: Kconfig's own default
-            expected = default_value(sym)
-            assert expected is not None, name
-        assert getattr(args, dest(flag)) == expected, flag
+def test_float_declarations_parse(kconf):
+    """A help that says "A float" but whose interval does not parse would make
+    the option a plain string: caught here."""
+    for sym in kconf.unique_defined_syms:
+        if sym.orig_type is STRING and "A float" in help_text(sym):
+            option = next(o for o in options(kconf) if o.item is sym)
+            assert option.kind == "float", f"{sym.name}: write its range as 'A float in [low, high)'"
 
 
 def test_embedded_default_is_the_tiny_trackio_run():
@@ -118,6 +111,7 @@ def test_embedded_default_is_the_tiny_trackio_run():
     assert (args.model, args.dataset, args.tracker) == ("custom", "shakespeare", "trackio")
     assert (args.n_layer, args.n_head, args.n_embd, args.block_size) == (4, 4, 128, 128)
     assert args.learning_rate == 1e-3 and args.max_iters == 500 and args.bias is False
+    assert (args.optimizer, args.pruning_method, args.dtype, args.cpu_matmul) == ("adamw", "none", "bfloat16", "auto")
 
 
 def test_bools_turn_on_and_off():
@@ -128,12 +122,18 @@ def test_bools_turn_on_and_off():
 
 def test_unmet_dependency_still_has_a_usable_default():
     args = parse_args(["--optimizer", "sgd"])
-    assert args.optimizer == "sgd" and args.momentum == 0.9
+    assert args.optimizer == "sgd" and args.sgd_momentum == 0.9
+
+
+def test_momentum_is_an_alias_of_sgd_momentum():
+    assert parse_args(["--momentum", "0.5"]).sgd_momentum == 0.5
+    assert parse_args(["--sgd-momentum", "0.7"]).sgd_momentum == 0.7
 
 
 def test_tracker_lists_match_in_any_order():
     assert parse_args(["--tracker", "wandb,trackio"]).tracker == "trackio,wandb"
     assert parse_args(["--tracker=wandb"]).tracker == "wandb"
+    assert parse_args(["--tracker", "none"]).tracker == "none"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -142,6 +142,8 @@ def test_tracker_lists_match_in_any_order():
     (["--n-layer", "0"], "argument --n-layer: 0 is outside [1, 128]"),
     (["--batch-size", "eight"], "argument --batch-size: 'eight' is not an integer"),
     (["--optimizer", "lion"], "argument --optimizer: 'lion' is not one of: sgd, adam, adamw"),
+    (["--tracker", "tensorboard"], "argument --tracker: 'tensorboard': 'tensorboard' is unknown; use none"),
+    (["--tracker", "none,wandb"], "'none' cannot be combined"),
     (["--max-it", "5"], "unrecognized arguments: --max-it 5"),
 ])
 def test_bad_flag_is_a_one_line_error(argv, message, capsys):
@@ -168,22 +170,41 @@ def test_argument_file_rejects_a_line_that_is_not_json(tmp_path, capsys):
     assert "is not a JSON string" in capsys.readouterr().err
 
 
-def test_float_parsing_names_the_option():
-    assert parse_float("BETA2", "0.95") == 0.95
-    with pytest.raises(Exception, match=r"BETA2='1' is outside \[0, 1\)"):
-        parse_float("BETA2", "1")
-    with pytest.raises(Exception, match="is outside"):
-        parse_float("GRAD_CLIP", "inf")
+def test_run_config_is_built_from_the_flags():
+    run = RunConfig.from_flags(vars(parse_args(["--optimizer", "adamwspam", "--spam-theta", "10",
+                                                "--tracker", "trackio,wandb", "--wandb-offline"])))
+    assert run.optimizer.optimizer == "adamwspam" and run.optimizer_own.spam_theta == 10.0
+    assert run.model.gpt_config().n_embd == 128 and run.training.decay_iters == 500
+    assert sorted(run.tracking.backends) == ["trackio", "wandb"]
+    assert run.tracking.backends["wandb"].wandb_offline is True
 
 
-def test_bool_options_use_boolean_optional_action(parser, kconf):
-    for name, flag in TRAIN_FLAGS.items():
-        action = next(a for a in parser._actions if flag in a.option_strings)
-        is_bool = kconf.syms[name].orig_type is BOOL
-        assert isinstance(action, argparse.BooleanOptionalAction) == is_bool, flag
+@pytest.mark.parametrize("argv, message", [
+    (["--min-lr", "0.1", "--learning-rate", "0.01"], "--min-lr 0.1 is above --learning-rate 0.01"),
+    (["--n-embd", "130", "--n-head", "4"], "--n-embd 130 must be divisible by --n-head 4"),
+    (["--model", "gpt2", "--block-size", "2048"], "--block-size 2048 exceeds GPT-2's context"),
+    (["--device", "tpu"], "--device tpu: not a supported device"),
+])
+def test_configs_refuse_bad_combinations_naming_the_flags(argv, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        RunConfig.from_flags(vars(parse_args(argv)))
 
 
-@pytest.mark.parametrize("path", KCONFIG_FILES, ids=lambda p: p.name)
+def args_reads(path):
+    """Names read as `args.<name>` in a Python file."""
+    tree = ast.parse(Path(path).read_text())
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "args"}
+
+
+def test_training_code_reads_typed_configs_not_the_namespace():
+    """The loop and its setup read the configs; an `args.x` there could name
+    a flag that does not exist and fail only at run time."""
+    for path in ("gpt2/train.py", "gpt2/run_setup.py", "gpt2/run_config.py"):
+        assert args_reads(REPO_ROOT / path) <= {"out_dir"}, path
+
+
+@pytest.mark.parametrize("path", KCONFIG_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_kconfig_layout(path):
     """Attributes are indented with one tab, help text with a tab and two spaces."""
     in_help = False

@@ -27,6 +27,7 @@ from tracking_support import (
     trackio_rows,
     trackio_run_config,
     trackio_run_count,
+    tracking,
     wandb_rows,
 )
 
@@ -81,8 +82,9 @@ def test_none_journals_every_record_and_imports_no_backend(tmp_path):
     trackio or wandb; a tensor is refused (it would sync the device)."""
     code = (
         "import sys, torch\n"
-        "from lib.trackers import open_trackers\n"
-        f"t = open_trackers('none', project='p', run_name='r', config={{'seed': 1}}, out_dir={str(tmp_path)!r})\n"
+        "from lib.trackers import TrackingConfig, open_trackers\n"
+        "tracking = TrackingConfig('none', 'p', 'r')\n"
+        f"t = open_trackers(tracking, config={{'seed': 1}}, out_dir={str(tmp_path)!r})\n"
         "t.log({'train/loss': 2.5}, step=5)\n"
         "t.summary({'best_val_loss': 2.0, 'final_val_loss': None})\n"
         "try:\n"
@@ -126,7 +128,7 @@ def test_bad_out_dir_or_damaged_journal_stops_before_any_backend_starts(tmp_path
     (tmp_path / "file").write_text("x")
     for out_dir in (tmp_path / "file", tmp_path / "file" / "out"):  # FileExistsError, NotADirectoryError
         with pytest.raises(TrackerError) as error:
-            open_trackers("trackio", project="p", run_name="r", config={}, out_dir=out_dir)
+            open_trackers(tracking("trackio", project="p", run_name="r"), config={}, out_dir=out_dir)
         message = str(error.value)
         assert len(message.splitlines()) == 1
         assert message.startswith(f"cannot write {journal_path(out_dir)} (")
@@ -134,7 +136,7 @@ def test_bad_out_dir_or_damaged_journal_stops_before_any_backend_starts(tmp_path
 
     journal_path(tmp_path).write_text('{"kind": "log", "st\n{"kind": "finish", "step": 5, "failed": []}\n')
     with pytest.raises(TrackerError, match=r"tracking.jsonl:1: not a JSON record; .*move it away"):
-        open_trackers("trackio", project="p", run_name="r", config={}, out_dir=tmp_path, resume_state={})
+        open_trackers(tracking("trackio", project="p", run_name="r"), config={}, out_dir=tmp_path, resume_state={})
 
 
 def test_run_config_holds_settings_dot_config_git_and_redacts_secrets(tmp_path, monkeypatch):
@@ -149,7 +151,7 @@ def test_run_config_holds_settings_dot_config_git_and_redacts_secrets(tmp_path, 
     monkeypatch.setenv("WANDB_API_KEY", "key-that-must-not-leak")
 
     trackers = open_trackers(
-        "none", project="", run_name="", config={"max_iters": 20, "wandb_api_key": "x"}, out_dir=tmp_path / "out"
+        tracking("none"), config={"max_iters": 20, "wandb_api_key": "x"}, out_dir=tmp_path / "out"
     )
     trackers.finish()
     start = read_journal(journal_path(tmp_path / "out"))[0]
@@ -191,7 +193,7 @@ def trackio_db(trackers):
 
 def test_trackio_stores_metrics_summary_and_config_in_sqlite(tmp_path):
     project = f"t-{tmp_path.name}"
-    trackers = open_trackers("trackio", project=project, run_name="run1", config={"seed": 7}, out_dir=tmp_path)
+    trackers = open_trackers(tracking("trackio", project=project, run_name="run1"), config={"seed": 7}, out_dir=tmp_path)
     log_fake_run(trackers, range(21))
     trackers.summary({"best_val_loss": 4.8, "tokens_seen": 1280})
     trackers.finish()
@@ -206,7 +208,7 @@ def test_trackio_stores_metrics_summary_and_config_in_sqlite(tmp_path):
 
 def test_wandb_offline_file_holds_metrics_summary_config_and_no_key(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "local-0123456789abcdef0123456789abcdef01234567")
-    trackers = open_trackers("wandb", project="p", run_name="run1", config={"seed": 7}, out_dir=tmp_path / "out")
+    trackers = open_trackers(tracking("wandb", project="p", run_name="run1"), config={"seed": 7}, out_dir=tmp_path / "out")
     log_fake_run(trackers, range(21))
     trackers.summary({"best_val_loss": 4.8, "tokens_seen": 1280})
     state = trackers.state_dict()["backends"]["wandb"]
@@ -231,22 +233,21 @@ def test_wandb_online_without_a_key_fails_before_training_with_the_fix(tmp_path,
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(TrackerError, match=r"no API key; run `wandb login`, or set WANDB_MODE=offline"):
-        open_trackers("wandb", project="p", run_name="r", config={}, out_dir=tmp_path)
+        open_trackers(tracking("wandb", project="p", run_name="r"), config={}, out_dir=tmp_path)
     assert not journal_path(tmp_path).exists()  # nothing half-written
 
 
 def test_resume_reattaches_and_logs_each_step_once(tmp_path):
     """A restart re-runs the iterations after the last checkpoint: points the
     backends already hold are dropped, so every step appears once."""
-    common = dict(
-        project=f"r-{tmp_path.name}", run_name="", config={"model": "gpt2", "optimizer": "sgd"}, out_dir=tmp_path
-    )
-    first = open_trackers("trackio,wandb", **common)
+    common = dict(config={"model": "gpt2", "optimizer": "sgd"}, out_dir=tmp_path)
+    both = tracking("trackio,wandb", project=f"r-{tmp_path.name}")
+    first = open_trackers(both, **common)
     log_fake_run(first, range(16))  # "killed" at step 15 ...
     state = first.state_dict()  # ... the checkpoint holds the tracker state
     first.finish()
 
-    second = open_trackers("trackio,wandb", **common, resume_state=state)
+    second = open_trackers(both, **common, resume_state=state)
     assert second.run_name == first.run_name
     log_fake_run(second, range(10, 31))  # ... restart from the checkpoint of step 10
     second.summary({"best_val_loss": 4.7})
@@ -272,7 +273,7 @@ def test_backend_raising_mid_run_warns_once_and_replay_restores_it(tmp_path, mon
         return original(self, metrics, step)
 
     monkeypatch.setattr(trackio.run.Run, "log", fails_after_four)
-    trackers = open_trackers("trackio", project=f"f-{tmp_path.name}", run_name="r", config={}, out_dir=tmp_path)
+    trackers = open_trackers(tracking("trackio", project=f"f-{tmp_path.name}", run_name="r"), config={}, out_dir=tmp_path)
     log_fake_run(trackers, range(31))
     trackers.summary({"best_val_loss": 4.7})
     trackers.finish()
@@ -309,7 +310,7 @@ def test_lost_trackio_writes_are_detected_at_finish_and_replayed(tmp_path, monke
         return original(**kwargs)
 
     monkeypatch.setattr(SQLiteStorage, "bulk_log", staticmethod(locked_from_step_12))
-    trackers = open_trackers("trackio", project=f"l-{tmp_path.name}", run_name="r", config={}, out_dir=tmp_path)
+    trackers = open_trackers(tracking("trackio", project=f"l-{tmp_path.name}", run_name="r"), config={}, out_dir=tmp_path)
     for step in range(31):
         log_fake_run(trackers, [step])
         if step == 10:
@@ -340,7 +341,7 @@ def test_wandb_replay_appends_the_steps_after_a_failure(tmp_path, monkeypatch, c
         return original(self, data, step=step, **kwargs)
 
     monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", service_gone_after_four)
-    trackers = open_trackers("wandb", project="p", run_name="r", config={}, out_dir=tmp_path)
+    trackers = open_trackers(tracking("wandb", project="p", run_name="r"), config={}, out_dir=tmp_path)
     log_fake_run(trackers, range(31))
     state = trackers.state_dict()["backends"]["wandb"]
     trackers.finish()
@@ -383,7 +384,7 @@ def test_wandb_sync_script_reports_what_it_would_do(tmp_path):
     )
     assert empty.returncode == 0 and empty.stdout.strip() == f"wandb-sync: no offline runs in {tmp_path / 'wandb'}"
 
-    trackers = open_trackers("wandb", project="p", run_name="r", config={}, out_dir=tmp_path / "out")
+    trackers = open_trackers(tracking("wandb", project="p", run_name="r"), config={}, out_dir=tmp_path / "out")
     trackers.log({"train/loss": 1.0}, step=1)
     state = trackers.state_dict()["backends"]["wandb"]
     trackers.finish()
@@ -428,7 +429,11 @@ def test_wandb_sync_without_wandb_is_one_line(tmp_path):
 
 
 def test_missing_wandb_is_one_line(tmp_path):
-    code = "from lib.trackers import open_trackers\nopen_trackers('wandb', project='p', run_name='r', config={}, out_dir='')"
+    code = (
+        "from lib.trackers import TrackingConfig, open_trackers\n"
+        "from lib.trackers.wandb_tracker import Config\n"
+        "open_trackers(TrackingConfig('wandb', 'p', 'r', {'wandb': Config('', False)}), config={}, out_dir='')"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         check=False,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lib.trackers import TrackingConfig
 from lib.trackers.journal import journal_path, read_journal
 from lib.trackers.wandb_records import offline_run_files, read_offline_run
 
@@ -33,6 +34,15 @@ SUMMARY_KEYS = (
     "tokens_per_sec",
     "sparsity",
 )
+
+
+def tracking(names, *, project="", run_name="", extra=()):
+    """The TrackingConfig train.py builds from `--tracker names` and the given
+    names (Kconfig defaults for every backend setting; `extra`: more flags)."""
+    from gpt2.cli import parse_args
+
+    flags = parse_args(["--tracker", names, "--tracker-project", project, "--tracker-run-name", run_name, *extra])
+    return TrackingConfig.from_flags(vars(flags))
 
 
 def trackio_rows(db_path, run_name):

@@ -1,11 +1,13 @@
 """Experiment tracking: one interface, one module per backend, a journal.
 
-    trackers = open_trackers(args.tracker, project=..., run_name=..., config=vars(args), out_dir=args.out_dir)
+    trackers = open_trackers(TrackingConfig.from_flags(flags), config=flags, out_dir=out_dir)
     trackers.log({"train/loss": 3.2, "train/lr": 6e-4}, step=iter_num)
     trackers.summary({"best_val_loss": 3.1, ...})
     trackers.finish()
 
-Backends (trackio, wandb) are imported only when asked for; see docs/tracking.md.
+Backends are modules lib/trackers/<name>_tracker.py found by registry.py;
+their packages (trackio, wandb) are imported only when asked for.  See
+docs/tracking.md.
 """
 
 from lib.trackers.base import (
@@ -14,11 +16,12 @@ from lib.trackers.base import (
     Trackers,
     null_trackers,
 )
-from lib.trackers.registry import TRACKERS, open_trackers, parse_tracker_names
+from lib.trackers.registry import TrackingConfig, backend_names, open_trackers, parse_tracker_names
 
 __all__ = [
-    "TRACKERS",
     "Tracker",
+    "TrackingConfig",
+    "backend_names",
     "TrackerError",
     "Trackers",
     "null_trackers",

@@ -1,24 +1,51 @@
-"""Tracker names -> backend classes, and open_trackers(), the one way to start tracking.
+"""The tracker backends, found by name, and open_trackers(), the one way to start tracking.
 
-Backends are imported only when named, so `--tracker none` never imports
-trackio or wandb (each costs a second or more and starts threads).
+A backend is a module lib/trackers/<name>_tracker.py (its --tracker name is
+the file name without "_tracker") holding `Config`, a frozen dataclass of
+its own settings whose fields are named after their train.py flags, and
+`BACKEND`, its Tracker class.  Its options live in lib/trackers/Kconfig
+(TRACKER_<NAME> and its settings).  Nothing else lists the backends: adding
+one is that module, its Kconfig entries and its test.
+
+Backend modules import their packages (trackio, wandb) only when a run
+starts, so `--tracker none` never imports them (each costs a second or more
+and starts threads).
 """
 
 import contextlib
+import dataclasses
 import importlib
+import pkgutil
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from lib.trackers.base import TrackerError, Trackers
 from lib.trackers.journal import Journal, journal_path, journaled_points, read_journal
 from lib.trackers.naming import default_project_name, default_run_name
 from lib.trackers.run_info import run_config
 
-# --tracker name -> (module, class).  Add a backend here and in Kconfig.tracking.
-TRACKERS = {
-    "trackio": ("lib.trackers.trackio_tracker", "TrackioTracker"),
-    "wandb": ("lib.trackers.wandb_tracker", "WandbTracker"),
-}
 NONE = "none"
+MODULE_SUFFIX = "_tracker"
+
+
+def backend_names():
+    """Every backend's --tracker name, e.g. ['trackio', 'wandb'] (sorted)."""
+    folder = Path(__file__).parent
+    return sorted(info.name[: -len(MODULE_SUFFIX)] for info in pkgutil.iter_modules([str(folder)])
+                  if info.name.endswith(MODULE_SUFFIX))
+
+
+def backend_module(name):
+    """The module of backend `name`, imported now (its package is not)."""
+    if name not in backend_names():
+        raise TrackerError(f"unknown tracker '{name}'; choose {', '.join([NONE, *backend_names()])}")
+    return importlib.import_module(f"lib.trackers.{name}{MODULE_SUFFIX}")
+
+
+def backend_class(name):
+    """The Tracker class of backend `name`."""
+    return backend_module(name).BACKEND
 
 
 def parse_tracker_names(text):
@@ -27,21 +54,51 @@ def parse_tracker_names(text):
     names = [name.strip().lower() for name in str(text or "").split(",") if name.strip()]
     if names in ([], [NONE]):
         return []
-    choices = ", ".join([NONE, *TRACKERS])
+    choices = ", ".join([NONE, *backend_names()])
     if NONE in names:
         raise TrackerError(f"--tracker {text}: '{NONE}' cannot be combined with other trackers")
     for name in names:
-        if name not in TRACKERS:
+        if name not in backend_names():
             raise TrackerError(
                 f"--tracker {text}: unknown tracker '{name}'; choose {choices}, or a list such as trackio,wandb"
             )
     return list(dict.fromkeys(names))
 
 
-def backend_class(name):
-    """The Tracker class registered under `name`, imported now."""
-    module_name, class_name = TRACKERS[name]
-    return getattr(importlib.import_module(module_name), class_name)
+def settings_from_flags(cls, flags):
+    """An instance of the dataclass `cls` whose fields take the values of
+    the flags of the same names (`flags`: a dict of parsed flags)."""
+    return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The Experiment Tracking options: which backends, the names, and each
+    backend's own settings ({name: its Config})."""
+
+    tracker: str  # the --tracker list, e.g. "trackio,wandb" or "none"
+    tracker_project: str
+    tracker_run_name: str
+    # Built from the flags named like each Config's fields; not a flag itself.
+    backends: dict = field(default_factory=dict, metadata={"derived": True})
+
+    def __post_init__(self):
+        names = parse_tracker_names(self.tracker)
+        if sorted(names) != sorted(self.backends):
+            raise TrackerError(f"--tracker {self.tracker}: settings given for {', '.join(self.backends) or 'none'}")
+
+    @property
+    def names(self):
+        return parse_tracker_names(self.tracker)
+
+    @classmethod
+    def from_flags(cls, flags):
+        """From train.py's parsed flags (a dict): each selected backend's
+        Config takes the flags named like its fields."""
+        names = parse_tracker_names(flags["tracker"])
+        backends = {name: settings_from_flags(backend_module(name).Config, flags) for name in names}
+        return cls(tracker=",".join(names) or NONE, tracker_project=flags["tracker_project"],
+                   tracker_run_name=flags["tracker_run_name"], backends=backends)
 
 
 def earlier_points(out_dir):
@@ -68,20 +125,9 @@ def open_journal(out_dir):
         ) from None
 
 
-def open_trackers(
-    names,
-    *,
-    project,
-    run_name,
-    config,
-    out_dir,
-    resume_state=None,
-    wandb_entity="",
-    wandb_offline=False,
-    trackio_dir="",
-):
-    """Start every tracker in `names` (the --tracker string) and return the
-    Trackers the loop logs to.  Raises TrackerError, before any training,
+def open_trackers(tracking, *, config, out_dir, resume_state=None):
+    """Start every backend of `tracking` (a TrackingConfig) and return the
+    Trackers the loop logs to; `config` is the run's settings (a dict).  Raises TrackerError, before any training,
     when a name is unknown, a package is missing or a backend cannot start.
 
     An empty project / run name gets the automatic one (naming.py).  With
@@ -90,12 +136,11 @@ def open_trackers(
     not logged twice.  Every record also goes to out_dir/tracking.jsonl
     (when `out_dir` is given), even with --tracker none.
     """
-    selected = parse_tracker_names(names)
+    selected = tracking.names
     saved = resume_state or {}
-    project = saved.get("project") or project or default_project_name()
-    run_name = saved.get("run_name") or run_name or default_run_name(config)
+    project = saved.get("project") or tracking.tracker_project or default_project_name()
+    run_name = saved.get("run_name") or tracking.tracker_run_name or default_run_name(config)
     full_config = run_config(config, project=project, run_name=run_name)
-    options = {"wandb_entity": wandb_entity, "wandb_offline": wandb_offline, "trackio_dir": trackio_dir}
 
     # The journal is read and opened before any backend starts, so a bad
     # --out-dir or a damaged journal stops here, with no backend run to close.
@@ -109,8 +154,8 @@ def open_trackers(
                     project=project,
                     run_name=run_name,
                     config=full_config,
+                    settings=tracking.backends[name],
                     resume_state=saved.get("backends", {}).get(name, {}) if resume_state is not None else None,
-                    options=options,
                 )
             )
     except BaseException:

@@ -1,12 +1,15 @@
 """The config a tracked run records: every setting, plus what makes it reproducible.
 
-Besides the train.py settings, a run keeps the `.config` it was built from,
-the git commit and whether the tree had uncommitted changes, and the
+Besides the train.py settings (the resolved value of every flag, and the
+same as one command line, `train_args`), a run keeps the `.config` it was
+built from ($KCONFIG_CONFIG, which `make` exports, else ./.config; its path
+too), the git commit and whether the tree had uncommitted changes, and the
 resolved project / run names.  Nothing is taken from the environment, and
 anything named like a credential is redacted, so an API key can never reach
 a dashboard, a journal or a config file of ours.
 """
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,15 +25,22 @@ def run_config(settings, *, project, run_name, repo_dir="."):
     config = {key: REDACTED if _SECRET_NAME.search(key) else value for key, value in dict(settings).items()}
     config["tracker_project"] = project
     config["tracker_run_name"] = run_name
+    config["dot_config_path"] = str(dot_config_path(repo_dir))
     config["dot_config"] = dot_config_text(repo_dir)
     config["git_commit"] = git_commit(repo_dir)
     config["git_dirty"] = git_dirty(repo_dir)
     return config
 
 
+def dot_config_path(repo_dir="."):
+    """The .config the run was generated from: $KCONFIG_CONFIG (set by make,
+    relative to the folder make ran in) or .config."""
+    return Path(repo_dir) / os.environ.get("KCONFIG_CONFIG", ".config")
+
+
 def dot_config_text(repo_dir="."):
     """The .config the run was generated from (credential lines redacted), or None."""
-    path = Path(repo_dir) / ".config"
+    path = dot_config_path(repo_dir)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:

@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.trackers.base import Tracker, TrackerError
@@ -104,13 +105,25 @@ def _check_writable(db_path):
             )
 
 
+@dataclass(frozen=True)
+class Config:
+    """Trackio's settings (lib/trackers/Kconfig), named after their flags."""
+
+    trackio_dir: str  # --trackio-dir: the databases' folder; "" is Trackio's default
+
+
 class TrackioTracker(Tracker):
     """Logs to a Trackio run; reattaches to it by name when resuming."""
 
     name = "trackio"
 
-    def __init__(self, *, project, run_name, config, resume_state=None, options=None):
-        trackio = import_trackio((options or {}).get("trackio_dir", ""))
+    @staticmethod
+    def settings_from_state(state):
+        """The settings that reopen the run `state` (a state_dict()) describes."""
+        return Config(trackio_dir=state.get("trackio_dir", ""))
+
+    def __init__(self, *, project, run_name, config, settings, resume_state=None):
+        trackio = import_trackio(settings.trackio_dir)
         # A Space or a self-hosted server (TRACKIO_SPACE_ID / TRACKIO_SERVER_URL)
         # is Trackio's business: the local read-back checks are skipped then.
         self._local = not (os.environ.get("TRACKIO_SPACE_ID") or os.environ.get("TRACKIO_SERVER_URL"))
@@ -169,3 +182,6 @@ class TrackioTracker(Tracker):
                 f"trackio stored {found} of {expected} points of run {self._run.name} in {self.db_path}; "
                 "the others were lost (see Trackio's warnings)"
             )
+
+
+BACKEND = TrackioTracker

@@ -16,6 +16,7 @@ already holds (online: wandb's resumed step; offline: the run's earlier
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.trackers.base import Tracker, TrackerError
@@ -60,15 +61,28 @@ def _mode(offline_flag):
     return "offline" if offline_flag or env_mode in OFFLINE_MODES else "online"
 
 
+@dataclass(frozen=True)
+class Config:
+    """W&B's settings (lib/trackers/Kconfig), named after their flags."""
+
+    wandb_entity: str  # --wandb-entity: "" is the account's default entity
+    wandb_offline: bool  # --wandb-offline: local files, `make wandb-sync` later
+
+
 class WandbTracker(Tracker):
-    """Logs to a W&B run; reattaches to the same run id when resuming."""
+    """Logs to a W&B run; reattaches to the same run id when resuming, in the
+    folder the run was written to."""
 
     name = "wandb"
 
-    def __init__(self, *, project, run_name, config, resume_state=None, options=None):
-        options = options or {}
+    @staticmethod
+    def settings_from_state(state):
+        """The settings that reopen the run `state` (a state_dict()) describes."""
+        return Config(wandb_entity=state.get("entity", ""), wandb_offline=state.get("mode") == "offline")
+
+    def __init__(self, *, project, run_name, config, settings, resume_state=None):
         wandb = import_wandb()
-        self.mode = _mode(options.get("wandb_offline", False))
+        self.mode = _mode(settings.wandb_offline)
         if self.mode == "online" and not has_api_key(wandb):
             raise TrackerError(
                 "tracker wandb has no API key; run `wandb login`, or set WANDB_MODE=offline (--wandb-offline)"
@@ -76,14 +90,15 @@ class WandbTracker(Tracker):
         resuming = resume_state is not None and bool(resume_state.get("run_id"))
         try:
             self._run = wandb.init(
-                entity=options.get("wandb_entity") or None,
+                entity=settings.wandb_entity or None,
                 project=project,
                 name=run_name,
                 id=resume_state["run_id"] if resuming else None,
                 resume="allow" if resuming else None,
                 config=config,
                 mode=self.mode,
-                dir=options.get("wandb_root") or None,
+                # The saved folder holds wandb/offline-run-*; wandb adds the wandb/ itself.
+                dir=str(Path(resume_state["wandb_dir"]).parent) if resuming and resume_state.get("wandb_dir") else None,
             )
         except Exception as exc:
             raise TrackerError(f"tracker wandb cannot start: {exc}".splitlines()[0]) from None
@@ -143,3 +158,6 @@ class WandbTracker(Tracker):
     def _points_in_file(self):
         rows = read_run_file(self.run_file).history
         return sum(1 for _, row in rows for key in row if key in self.filter.sent)
+
+
+BACKEND = WandbTracker

@@ -1,0 +1,205 @@
+"""Typed configs: what a run reads instead of the argparse namespace.
+
+One small frozen dataclass per part, its fields named after the part's
+train.py flags (which lib/options.py derives from Kconfig), validated at
+construction with messages that name the flags:
+
+  ModelConfig     gpt2/Kconfig "Model"        -> GPTConfig (gpt2/model.py)
+  DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/prepare_data.py
+  TrainingConfig  gpt2/Kconfig "Training"     -> gpt2/train.py's loop
+  SystemConfig    gpt2/Kconfig "System"       -> device, precision, matmuls
+  OptimizerConfig lib/optim/Kconfig           -> lib/optim/ (+ the optimizer's own Config)
+  PruningConfig   lib/pruning/Kconfig         -> lib/pruning/
+  TrackingConfig  Kconfig.tracking, lib/trackers/Kconfig -> lib/trackers/
+
+RunConfig holds them all, built once from the parsed flags
+(`RunConfig.from_flags(vars(args))`); tests/test_options.py checks that every
+field is a flag and every flag is a field, so an option that reaches no code
+(or code reading an option that does not exist) fails a test.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+from gpt2.data_sources import DATASETS
+from gpt2.errors import UsageError
+from gpt2.model import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
+from lib.optim import OptimizerConfig, optimizer_config_class
+from lib.pruning import PruningConfig
+from lib.trackers import TrackerError, TrackingConfig
+
+CUSTOM = "custom"
+
+
+def from_flags(cls, flags):
+    """An instance of dataclass `cls` whose fields take the parsed flags of
+    the same names (`flags`: a dict)."""
+    return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)})
+
+
+def _user_error(build, *args):
+    """build(*args), with lib/'s ValueError / TrackerError as a UsageError."""
+    try:
+        return build(*args)
+    except (ValueError, TrackerError) as err:
+        raise UsageError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """--model (a published size, or custom for --n-layer/--n-head/--n-embd),
+    --block-size, --dropout, --bias."""
+
+    model: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    dropout: float
+    bias: bool
+
+    def __post_init__(self):
+        if self.model != CUSTOM and self.model not in MODEL_SIZES:
+            raise UsageError(f"--model {self.model}: unknown model; choose one of {', '.join([*MODEL_SIZES, CUSTOM])}")
+        if self.model != CUSTOM and self.block_size > GPT2_CONTEXT:
+            raise UsageError(
+                f"--model {self.model}: --block-size {self.block_size} exceeds GPT-2's context of "
+                f"{GPT2_CONTEXT} tokens; use --block-size {GPT2_CONTEXT} or less, or --model custom"
+            )
+        n_embd, n_head = self.shape()["n_embd"], self.shape()["n_head"]
+        if n_embd % n_head:
+            raise UsageError(
+                f"--model {self.model}: --n-embd {n_embd} must be divisible by --n-head {n_head}: "
+                "each head gets n_embd / n_head channels"
+            )
+
+    def shape(self):
+        """Layers, heads and width: the published size's, or the flags' for custom."""
+        if self.model == CUSTOM:
+            return dict(n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd)
+        return MODEL_SIZES[self.model]
+
+    def gpt_config(self):
+        """The network's shape for gpt2/model.py."""
+        try:
+            return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **self.shape())
+        except ValueError as err:
+            raise UsageError(f"--model {self.model}: {err}") from None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """--dataset, read from --data-input or downloaded into --data-dir."""
+
+    dataset: str
+    data_dir: str
+    data_input: str
+    data_max_tokens: int
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise UsageError(f"--dataset {self.dataset}: unknown dataset; choose one of {', '.join(DATASETS)}")
+        if os.path.isfile(self.data_dir):
+            raise UsageError(f"--data-dir {self.data_dir} is a file; give a folder (it is created if missing)")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The loop: batch, schedule, evaluation, checkpoints and outputs."""
+
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_iters: int
+    max_time: int
+    learning_rate: float
+    min_lr: float
+    warmup_iters: int
+    lr_decay_iters: int
+    grad_clip: float
+    eval_interval: int
+    eval_iters: int
+    log_interval: int
+    seed: int
+    out_dir: str
+    resume: bool
+    json_output: str
+
+    def __post_init__(self):
+        if self.min_lr > self.learning_rate:
+            raise UsageError(
+                f"--min-lr {self.min_lr:g} is above --learning-rate {self.learning_rate:g}; "
+                "the schedule decays from the learning rate down to min-lr"
+            )
+        # Found before training rather than when the JSON is written at the end.
+        if self.json_output and os.path.isdir(self.json_output):
+            raise UsageError(f"--json-output {self.json_output} is a folder; give a file path such as out/metrics.json")
+        if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
+            raise UsageError(f"--out-dir {self.out_dir} is a file; give a folder (it is created if missing)")
+
+    @property
+    def decay_iters(self):
+        """Where the cosine decay ends: --lr-decay-iters, 0 meaning --max-iters."""
+        return self.lr_decay_iters or self.max_iters
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """Where and how to compute: --device, --dtype, --compile, --cpu-matmul."""
+
+    device: str
+    dtype: str
+    compile: bool
+    cpu_matmul: str
+
+    def __post_init__(self):
+        try:
+            device_type = torch.device(self.device).type
+        except RuntimeError:
+            device_type = None
+        if device_type not in ("cuda", "mps", "cpu"):
+            raise UsageError(f"--device {self.device}: not a supported device; use cuda, cuda:N, mps or cpu")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every part's config: what a training run is, apart from its state."""
+
+    model: ModelConfig
+    data: DataConfig
+    training: TrainingConfig
+    system: SystemConfig
+    optimizer: OptimizerConfig
+    optimizer_own: object  # the Config of the selected optimizer's module (lib/optim/<name>.py)
+    pruning: PruningConfig
+    tracking: TrackingConfig
+
+    @classmethod
+    def from_flags(cls, flags):
+        """From train.py's parsed flags (a dict, e.g. vars(args))."""
+        optimizer = _user_error(from_flags, OptimizerConfig, flags)
+        own_class = _user_error(optimizer_config_class, optimizer.optimizer)
+        return cls(
+            model=from_flags(ModelConfig, flags),
+            data=from_flags(DataConfig, flags),
+            training=from_flags(TrainingConfig, flags),
+            system=from_flags(SystemConfig, flags),
+            optimizer=optimizer,
+            optimizer_own=_user_error(from_flags, own_class, flags),
+            pruning=_user_error(from_flags, PruningConfig, flags),
+            tracking=_user_error(TrackingConfig.from_flags, flags),
+        )
+
+
+def config_classes():
+    """Every typed config class a flag can reach, for tests/test_options.py:
+    the parts above, every optimizer's own Config and every tracker backend's."""
+    from lib.optim import optimizer_names
+    from lib.trackers import backend_names
+    from lib.trackers.registry import backend_module
+
+    return [ModelConfig, DataConfig, TrainingConfig, SystemConfig, OptimizerConfig, PruningConfig,
+            TrackingConfig, *(optimizer_config_class(name) for name in optimizer_names()),
+            *(backend_module(name).Config for name in backend_names())]
