@@ -57,6 +57,7 @@ def replay(name, records, start, points, summary, args):
     tracker = backend(
         project=start["project"],
         run_name=start["run_name"],
+        group=start.get("group", ""),
         config=start["config"],
         settings=backend_settings(backend, state, args),
         resume_state=state,

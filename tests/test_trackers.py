@@ -83,7 +83,7 @@ def test_none_journals_every_record_and_imports_no_backend(tmp_path):
     code = (
         "import sys, torch\n"
         "from lib.trackers import TrackingConfig, open_trackers\n"
-        "tracking = TrackingConfig('none', 'p', 'r')\n"
+        "tracking = TrackingConfig('none', 'p', 'r', '')\n"
         f"t = open_trackers(tracking, config={{'seed': 1}}, out_dir={str(tmp_path)!r})\n"
         "t.log({'train/loss': 2.5}, step=5)\n"
         "t.summary({'best_val_loss': 2.0, 'final_val_loss': None})\n"
@@ -432,7 +432,7 @@ def test_missing_wandb_is_one_line(tmp_path):
     code = (
         "from lib.trackers import TrackingConfig, open_trackers\n"
         "from lib.trackers.wandb_tracker import Config\n"
-        "open_trackers(TrackingConfig('wandb', 'p', 'r', {'wandb': Config('', False)}), config={}, out_dir='')"
+        "open_trackers(TrackingConfig('wandb', 'p', 'r', '', {'wandb': Config('', False)}), config={}, out_dir='')"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

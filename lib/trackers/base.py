@@ -79,10 +79,11 @@ def plain_metrics(metrics):
 class Trackers:
     """Fans each call out to the journal, then to every working backend."""
 
-    def __init__(self, backends=(), *, project="", run_name="", journal=None, out_dir="", last_step=None):
+    def __init__(self, backends=(), *, project="", run_name="", group="", journal=None, out_dir="", last_step=None):
         self.backends = {backend.name: backend for backend in backends}
         self.project = project
         self.run_name = run_name
+        self.group = group
         self.journal = journal
         self.out_dir = str(out_dir)
         self.failed = {}  # backend name -> error text
@@ -133,6 +134,7 @@ class Trackers:
         return {
             "project": self.project,
             "run_name": self.run_name,
+            "group": self.group,
             "last_step": self.last_step,
             "backends": {name: backend.state_dict() for name, backend in self.backends.items()},
         }

@@ -79,6 +79,7 @@ class TrackingConfig:
     tracker: str  # the --tracker list, e.g. "trackio,wandb" or "none"
     tracker_project: str
     tracker_run_name: str
+    tracker_group: str  # "" for none
     # Built from the flags named like each Config's fields; not a flag itself.
     backends: dict = field(default_factory=dict, metadata={"derived": True})
 
@@ -98,7 +99,8 @@ class TrackingConfig:
         names = parse_tracker_names(flags["tracker"])
         backends = {name: settings_from_flags(backend_module(name).Config, flags) for name in names}
         return cls(tracker=",".join(names) or NONE, tracker_project=flags["tracker_project"],
-                   tracker_run_name=flags["tracker_run_name"], backends=backends)
+                   tracker_run_name=flags["tracker_run_name"], tracker_group=flags["tracker_group"],
+                   backends=backends)
 
 
 def earlier_points(out_dir):
@@ -140,6 +142,7 @@ def open_trackers(tracking, *, config, out_dir, resume_state=None):
     saved = resume_state or {}
     project = saved.get("project") or tracking.tracker_project or default_project_name()
     run_name = saved.get("run_name") or tracking.tracker_run_name or default_run_name(config)
+    group = saved.get("group", tracking.tracker_group)
     full_config = run_config(config, project=project, run_name=run_name)
 
     # The journal is read and opened before any backend starts, so a bad
@@ -154,6 +157,7 @@ def open_trackers(tracking, *, config, out_dir, resume_state=None):
                     project=project,
                     run_name=run_name,
                     config=full_config,
+                    group=group,
                     settings=tracking.backends[name],
                     resume_state=saved.get("backends", {}).get(name, {}) if resume_state is not None else None,
                 )
@@ -171,6 +175,7 @@ def open_trackers(tracking, *, config, out_dir, resume_state=None):
         backends,
         project=project,
         run_name=run_name,
+        group=group,
         journal=journal,
         out_dir=out_dir,
         last_step=saved.get("last_step"),
@@ -181,6 +186,7 @@ def open_trackers(tracking, *, config, out_dir, resume_state=None):
                 "kind": "start",
                 "project": project,
                 "run_name": run_name,
+                "group": group,
                 "trackers": selected,
                 "resumed": resume_state is not None,
                 "config": full_config,

@@ -122,7 +122,7 @@ class TrackioTracker(Tracker):
         """The settings that reopen the run `state` (a state_dict()) describes."""
         return Config(trackio_dir=state.get("trackio_dir", ""))
 
-    def __init__(self, *, project, run_name, config, settings, resume_state=None):
+    def __init__(self, *, project, run_name, config, settings, group="", resume_state=None):
         trackio = import_trackio(settings.trackio_dir)
         # A Space or a self-hosted server (TRACKIO_SPACE_ID / TRACKIO_SERVER_URL)
         # is Trackio's business: the local read-back checks are skipped then.
@@ -134,6 +134,7 @@ class TrackioTracker(Tracker):
             self._run = trackio.init(
                 project=project,
                 name=run_name,
+                group=group or None,
                 config=config,
                 resume="allow" if resume_state is not None else "never",
                 embed=False,

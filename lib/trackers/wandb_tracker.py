@@ -80,7 +80,7 @@ class WandbTracker(Tracker):
         """The settings that reopen the run `state` (a state_dict()) describes."""
         return Config(wandb_entity=state.get("entity", ""), wandb_offline=state.get("mode") == "offline")
 
-    def __init__(self, *, project, run_name, config, settings, resume_state=None):
+    def __init__(self, *, project, run_name, config, settings, group="", resume_state=None):
         wandb = import_wandb()
         self.mode = _mode(settings.wandb_offline)
         if self.mode == "online" and not has_api_key(wandb):
@@ -93,6 +93,7 @@ class WandbTracker(Tracker):
                 entity=settings.wandb_entity or None,
                 project=project,
                 name=run_name,
+                group=group or None,
                 id=resume_state["run_id"] if resuming else None,
                 resume="allow" if resuming else None,
                 config=config,
