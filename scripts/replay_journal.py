@@ -16,7 +16,7 @@ import sys
 
 from lib.trackers.base import TrackerError
 from lib.trackers.journal import journal_path, journaled_points, read_journal
-from lib.trackers.registry import backend_class, parse_tracker_names
+from lib.trackers.registry import backend_class, backend_module, backend_names, parse_tracker_names
 
 
 def journaled_run(records):
@@ -39,11 +39,25 @@ def replay_targets(records, start, requested):
     return targets
 
 
+def add_backend_settings(parser):
+    """One flag per setting of every backend (its Config's fields: --trackio-dir,
+    --wandb-offline, ...), each overriding the run's saved value when given."""
+    for name in backend_names():
+        group = parser.add_argument_group(f"{name} settings (default: the run's own)")
+        for field in dataclasses.fields(backend_module(name).Config):
+            flag = "--" + field.name.replace("_", "-")
+            if field.type in (bool, "bool"):
+                group.add_argument(flag, action="store_true", default=None)
+            else:
+                group.add_argument(flag, default=None)
+
+
 def backend_settings(backend, state, args):
     """The backend's settings from the run's saved state, with the settings
     given on this command line (--trackio-dir, --wandb-offline) on top."""
     settings = backend.settings_from_state(state)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if getattr(args, f.name, None)}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings)
+             if getattr(args, f.name, None) is not None}
     return dataclasses.replace(settings, **given)
 
 
@@ -78,9 +92,9 @@ def replay(name, records, start, points, summary, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", required=True, help="the run's --out-dir (holding tracking.jsonl)")
-    parser.add_argument("--tracker", default="", help="trackio, wandb or trackio,wandb (default: see above)")
-    parser.add_argument("--trackio-dir", default="", help="Trackio folder (default: the run's)")
-    parser.add_argument("--wandb-offline", action="store_true", help="write an offline W&B run for wandb_sync.py")
+    parser.add_argument("--tracker", default="",
+                        help=f"{', '.join(backend_names())} or a comma list (default: see above)")
+    add_backend_settings(parser)
     args = parser.parse_args(argv)
 
     path = journal_path(args.out_dir)

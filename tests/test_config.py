@@ -19,6 +19,7 @@ import pytest
 
 from gpt2.cli import parse_args
 from lib.kconfig import REPO_ROOT, ConfigError, load_tree, read_config, typed_value
+from lib.options import options
 from scripts import configure, genconfig, launch, trackio_show
 
 PRESETS = sorted(configure.presets())
@@ -116,8 +117,9 @@ def test_unknown_tracker_is_a_one_line_error(tmp_path):
          "defconfig", "gpt2-trackio", "--tracker", "tensorboard"],
         cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and not (tmp_path / ".config").exists()
+    backends = ", ".join(next(option.values for option in options(load_tree()) if option.name == "TRACKER"))
     assert result.stderr == ("error: TRACKER='tensorboard': 'tensorboard' is unknown; use none, "
-                             "or one or more of trackio, wandb joined by commas\n")
+                             f"or one or more of {backends} joined by commas\n")
 
 
 def test_unknown_preset_is_an_error(tmp_path):

@@ -24,9 +24,12 @@ from lib.optim._groups import param_groups
 from lib.optim.adamwspam import spam_lr_scale
 from lib.options import options
 
-# Each optimizer's own knobs, by flag dest.  Small enough that SPAM resets
-# (every 8 steps) happen inside every test run.
-KNOBS = dict(sgd_momentum=0.9, spam_interval=8, spam_warmup=3, spam_theta=5000.0)
+# Each optimizer's own knobs, by flag dest: Kconfig's defaults (so a new
+# optimizer's knobs are here without editing this file), with SPAM's reset
+# small enough (every 8 steps) to happen inside every test run.
+KNOBS = {**{option.dest: option.default(load_tree()) for option in options(load_tree())
+            if option.group == "Optimizer" and option.kind != "choice"},
+         "spam_interval": 8, "spam_warmup": 3}
 LR = {"sgd": 0.05}  # the Adam family uses DEFAULT_LR
 DEFAULT_LR = 0.01
 

@@ -141,7 +141,7 @@ def test_tracker_lists_match_in_any_order():
     (["--learning-rate", "fast"], "argument --learning-rate: LEARNING_RATE='fast' is not a number"),
     (["--n-layer", "0"], "argument --n-layer: 0 is outside [1, 128]"),
     (["--batch-size", "eight"], "argument --batch-size: 'eight' is not an integer"),
-    (["--optimizer", "lion"], "argument --optimizer: 'lion' is not one of: sgd, adam, adamw"),
+    (["--optimizer", "nonesuch"], "argument --optimizer: 'nonesuch' is not one of: sgd, adam, adamw"),
     (["--tracker", "tensorboard"], "argument --tracker: 'tensorboard': 'tensorboard' is unknown; use none"),
     (["--tracker", "none,wandb"], "'none' cannot be combined"),
     (["--max-it", "5"], "unrecognized arguments: --max-it 5"),

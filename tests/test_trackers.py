@@ -46,7 +46,7 @@ def test_tracker_names_are_parsed_deduplicated_and_checked():
     assert parse_tracker_names(" Wandb ") == ["wandb"]
     assert parse_tracker_names("none") == []
     assert parse_tracker_names("") == []
-    with pytest.raises(TrackerError, match=r"unknown tracker 'tensorboard'; choose none, trackio, wandb"):
+    with pytest.raises(TrackerError, match=rf"unknown tracker 'tensorboard'; choose none, {', '.join(registry.backend_names())}"):
         parse_tracker_names("trackio,tensorboard")
     with pytest.raises(TrackerError, match="'none' cannot be combined"):
         parse_tracker_names("none,trackio")
