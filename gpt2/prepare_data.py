@@ -22,6 +22,7 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import contextlib
+import hashlib
 import json
 import sys
 import time
@@ -52,7 +53,7 @@ from gpt2.tokenizer import (
 )
 from lib.atomic import atomic_open, write_bytes_atomically
 
-__all__ = ["DataError", "ensure_prepared", "main"]
+__all__ = ["DataError", "data_fingerprint", "ensure_prepared", "main"]
 
 # The last 10% of a text's characters (nanoGPT's shakespeare split), or every
 # 10th document starting with the first, is validation: one rule that also
@@ -72,6 +73,11 @@ TEXT_CHUNK_CHARS = 16 << 20
 # per GPT-2 token lets a batch shrink to what the token cap still needs.
 DOC_BATCH_CHARS = 8 << 20
 CHARS_PER_TOKEN = 4
+# data_fingerprint: the meta.json keys it keeps, and the most token-file
+# bytes it hashes (about a second).
+FINGERPRINT_KEYS = ("dataset", "tokenizer", "format_version", "source", "source_sha256", "train_tokens",
+                    "val_tokens", "max_tokens")
+MAX_HASH_BYTES = 2 << 30
 
 
 def read_finished_meta(folder):
@@ -272,6 +278,29 @@ def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers
     finally:
         close_workers()  # no idle tokenizer processes for the rest of a training run
     return folder
+
+
+def data_fingerprint(folder):
+    """What identifies the prepared data in `folder`, for a run's record
+    (lib/trackers/run_info.py) and scripts/reproduce.py: meta.json's source,
+    hash and counts, and tokens_sha256, the sha256 of train.bin then val.bin
+    (None above MAX_HASH_BYTES: hashing 20 GB would delay every start by a
+    minute; the source hash and counts then identify the data)."""
+    folder = Path(folder)
+    meta = read_finished_meta(folder) or {}
+    fingerprint = {"folder": str(folder)}
+    fingerprint.update({key: meta.get(key) for key in FINGERPRINT_KEYS})
+    files = [folder / f"{split}.bin" for split in SPLITS]
+    if meta and sum(path.stat().st_size for path in files) <= MAX_HASH_BYTES:
+        digest = hashlib.sha256()
+        for path in files:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        fingerprint["tokens_sha256"] = digest.hexdigest()
+    else:
+        fingerprint["tokens_sha256"] = None
+    return fingerprint
 
 
 def _count(minimum):

@@ -9,8 +9,9 @@ FULL/FIRST/MIDDLE/LAST), each record a protobuf
 `wandb.proto.wandb_internal_pb2.Record`.
 
 Used to tell a resumed offline run which steps its earlier files already
-hold, to check after finish() that every point reached the file, and by
-the tracking tests (tests/tracking_support.py) to read back what a run logged.
+hold, to check after finish() that every point reached the file, by
+scripts/reproduce.py to find a run and read its config, and by the tracking
+tests (tests/tracking_support.py) to read back what a run logged.
 """
 
 import json
@@ -83,9 +84,12 @@ def _item_key(item):
     return item.key or ".".join(item.nested_key)
 
 
-def read_offline_run(path):
+def read_offline_run(path, header_only=False):
     """OfflineRun with the run record, config, history rows and summary of a
-    .wandb file.  A damaged file is a ValueError naming it."""
+    .wandb file; with `header_only`, only the run record (id, project, name,
+    the config given to wandb.init), which comes first: finding a run by name
+    then reads a few kilobytes, not its history.  A damaged file is a
+    ValueError naming it."""
     from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
@@ -101,6 +105,8 @@ def read_offline_run(path):
             run.run_id, run.project, run.entity = record.run.run_id, record.run.project, record.run.entity
             run.name = record.run.display_name
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.run.config.update})
+            if header_only:
+                break
         elif kind == "config":
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
