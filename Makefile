@@ -5,7 +5,9 @@
 # ARGS="..." (extra flags for train, test, bench, wandb-sync), PORT (trackio-show),
 # KCONFIG_CONFIG and BUILD (where .config and the generated files live, so
 # tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
-# TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build).
+# TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build);
+# sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
+# sweeps' folder); report: SWEEP_DIR, RUNS, BASELINE; reproduce: RUN, STRICT.
 
 SYSTEM_PYTHON ?= python3
 PYTHON := .venv/bin/python
@@ -16,6 +18,7 @@ DEFCONFIG ?= defconfig
 TRACKER ?=
 PORT ?=
 ARGS ?=
+SWEEPS ?= sweeps
 export KCONFIG_CONFIG
 
 KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig)
@@ -25,7 +28,7 @@ CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-d
 
 .DEFAULT_GOAL := help
 .PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
-	train trackio-show wandb-sync bench test clean venv
+	train sweep report reproduce trackio-show wandb-sync bench test clean venv
 
 help: ## list the targets, one line each
 	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
@@ -68,6 +71,15 @@ trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this p
 
 wandb-sync: | $(VENV_STAMP) ## upload offline W&B runs [ARGS=...]
 	@$(PYTHON) -m scripts.wandb_sync $(ARGS)
+
+reproduce: | $(VENV_STAMP) ## re-create a tracked run from its record [RUN=name|id|out-dir, STRICT=1]
+	@$(PYTHON) -m scripts.reproduce '$(RUN)' $(if $(STRICT),--strict) $(ARGS)
+
+sweep: | $(VENV_STAMP) ## run every point of a sweep, then its report [SWEEP=file | BASE= VARY= SEEDS=; JOBS=, NAME=, ARGS=]
+	@$(PYTHON) -m scripts.sweep --file '$(SWEEP)' --base '$(BASE)' --vary '$(VARY)' --seeds '$(SEEDS)' --jobs '$(or $(JOBS),1)' --name '$(NAME)' --root '$(SWEEPS)' -- $(ARGS)
+
+report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs [SWEEP_DIR=dir | RUNS="dirs" REPORT_DIR=dir; BASELINE=point]
+	@$(PYTHON) -m scripts.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)')
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 	@$(PYTHON) -m scripts.bench $(ARGS)

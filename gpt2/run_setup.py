@@ -22,11 +22,12 @@ from gpt2.cpu_fast_paths import use_cpu_fast_paths
 from gpt2.errors import UsageError
 from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
-from gpt2.prepare_data import DataError, ensure_prepared
+from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared
 from gpt2.run_config import check_resume_compatible
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
-from lib.trackers import null_trackers, open_trackers
+from lib.trackers import TrackerError, journal_state, null_trackers, open_trackers
+from lib.trackers.run_info import provenance
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Run:
     tokens_per_iter: int  # over all ranks
     peak_flops: float | None
     log: object
+    tracker_resume_state: dict | None = None  # --resume before any checkpoint: the journal's runs
     iter_num: int = 0
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
@@ -146,7 +148,7 @@ def setup(cfg, flags, precision, dist, log):
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
     micro_steps = micro_steps_per_rank(training, dist)
-    checkpoint = load_checkpoint(training.out_dir) if training.resume else None
+    checkpoint, tracker_state = resume_point(training, log)
     if checkpoint:
         check_resume_compatible(cfg, checkpoint)
     data_dir = prepared_data_dir(cfg.data, dist, log)
@@ -185,6 +187,7 @@ def setup(cfg, flags, precision, dist, log):
         tokens_per_iter=training.batch_size * config.block_size * training.gradient_accumulation_steps,
         peak_flops=peak_flops(device, precision.dtype, cpu_flops) if dist.is_main else None,
         log=log,
+        tracker_resume_state=tracker_state,
     )
     log(
         f"model {cfg.model.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
@@ -197,6 +200,26 @@ def setup(cfg, flags, precision, dist, log):
     if checkpoint:
         restore(run, checkpoint)
     return run, checkpoint
+
+
+def resume_point(training, log):
+    """(checkpoint, tracker state) that --resume continues from: the
+    checkpoint in --out-dir; or, for a run stopped before its first
+    checkpoint (the journal shows it started), no checkpoint, so training
+    starts again from step 0, but the same tracker runs, so a tracker holds
+    each step once.  (None, None) without --resume."""
+    if not training.resume:
+        return None, None
+    if not (Path(training.out_dir) / LATEST).is_file():
+        try:
+            state = journal_state(training.out_dir)
+        except TrackerError as e:
+            raise UsageError(str(e)) from None
+        if state is not None:
+            log(f"notice: --resume: no checkpoint in {training.out_dir} yet; training starts again from "
+                f"step 0 and continues tracker run {state['run_name']}")
+            return None, state
+    return load_checkpoint(training.out_dir), None
 
 
 def restore(run, checkpoint):
@@ -229,6 +252,24 @@ def resume_rng(run, checkpoint):
     run.batches.train_generator.manual_seed(fresh_seed)
 
 
+def run_provenance(run):
+    """config["provenance"] (lib/trackers/run_info.py): versions and git
+    state, plus what only the run knows: the data it reads, the device and
+    dtype it resolved, and the matmul library `--cpu-matmul auto` chose."""
+    facts = {
+        "data": data_fingerprint(run.batches.data_dir),
+        "device": str(run.device),
+        "dtype": run.precision.dtype,
+        "compile": run.precision.compile,
+        "cpu_matmul": cpu_matmul.library_of(run.raw_model),
+        "torch_threads": torch.get_num_threads(),
+        "world_size": run.dist.world_size,
+    }
+    if run.device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(run.device)
+    return provenance(**facts)
+
+
 def open_run_trackers(run, checkpoint, train_args):
     """The configured trackers on rank 0 (continuing the checkpoint's runs
     when resuming); a no-op set on the other ranks.  Raises TrackerError.
@@ -238,7 +279,7 @@ def open_run_trackers(run, checkpoint, train_args):
         return null_trackers()
     return open_trackers(
         run.cfg.tracking,
-        config={**run.flags, "train_args": train_args},
+        config={**run.flags, "train_args": train_args, "provenance": run_provenance(run)},
         out_dir=run.cfg.training.out_dir,
-        resume_state=checkpoint.get("trackers") if checkpoint else None,
+        resume_state=checkpoint.get("trackers") if checkpoint else run.tracker_resume_state,
     )

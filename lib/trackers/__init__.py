@@ -16,12 +16,13 @@ from lib.trackers.base import (
     Trackers,
     null_trackers,
 )
-from lib.trackers.registry import TrackingConfig, backend_names, open_trackers, parse_tracker_names
+from lib.trackers.registry import TrackingConfig, backend_names, journal_state, open_trackers, parse_tracker_names
 
 __all__ = [
     "Tracker",
     "TrackingConfig",
     "backend_names",
+    "journal_state",
     "TrackerError",
     "Trackers",
     "null_trackers",

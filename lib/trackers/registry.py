@@ -116,6 +116,24 @@ def earlier_points(out_dir):
         raise TrackerError(f"cannot read {path} ({exc.strerror}); make it readable or move it away") from None
 
 
+def journal_state(out_dir):
+    """The tracker state (as Trackers.state_dict()) of the last session that
+    journaled into `out_dir`, or None: lets `--resume` continue the same
+    tracker runs when a run was stopped before its first checkpoint."""
+    path = journal_path(out_dir)
+    if not path.is_file():
+        return None
+    try:
+        starts = [record for record in read_journal(path) if record["kind"] == "start"]
+    except ValueError as exc:
+        raise TrackerError(f"{exc}; move it away to resume without it") from None
+    if not starts:
+        return None
+    start = starts[-1]
+    return {"project": start["project"], "run_name": start["run_name"], "group": start.get("group", ""),
+            "last_step": None, "backends": start.get("backends", {})}
+
+
 def open_journal(out_dir):
     """The Journal of `out_dir`, or TrackerError when it cannot be written
     (e.g. --out-dir lies under a regular file, or is read-only)."""
