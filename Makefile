@@ -7,7 +7,7 @@
 # tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
 # TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build);
 # sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
-# sweeps' folder); report: SWEEP_DIR, RUNS, BASELINE; reproduce: RUN, STRICT.
+# sweeps' folder); report: SWEEP_DIR, RUNS, REPORT_DIR, BASELINE, TRACK; reproduce: RUN, STRICT.
 
 SYSTEM_PYTHON ?= python3
 PYTHON := .venv/bin/python
@@ -78,8 +78,8 @@ reproduce: | $(VENV_STAMP) ## re-create a tracked run from its record [RUN=name|
 sweep: | $(VENV_STAMP) ## run every point of a sweep, then its report [SWEEP=file | BASE= VARY= SEEDS=; JOBS=, NAME=, ARGS=]
 	@$(PYTHON) -m scripts.sweep --file '$(SWEEP)' --base '$(BASE)' --vary '$(VARY)' --seeds '$(SEEDS)' --jobs '$(or $(JOBS),1)' --name '$(NAME)' --root '$(SWEEPS)' -- $(ARGS)
 
-report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs [SWEEP_DIR=dir | RUNS="dirs" REPORT_DIR=dir; BASELINE=point]
-	@$(PYTHON) -m scripts.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)')
+report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs [SWEEP_DIR=dir | RUNS="dirs" REPORT_DIR=dir; BASELINE=point, TRACK=1]
+	@$(PYTHON) -m scripts.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)') $(if $(TRACK),--track)
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 	@$(PYTHON) -m scripts.bench $(ARGS)

@@ -18,7 +18,6 @@ field is a flag and every flag is a field, so an option that reaches no code
 (or code reading an option that does not exist) fails a test.
 """
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -28,16 +27,11 @@ from gpt2.data_sources import DATASETS
 from gpt2.errors import UsageError
 from gpt2.model import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
+from lib.plugins import from_flags
 from lib.pruning import PruningConfig
 from lib.trackers import TrackerError, TrackingConfig
 
 CUSTOM = "custom"
-
-
-def from_flags(cls, flags):
-    """An instance of dataclass `cls` whose fields take the parsed flags of
-    the same names (`flags`: a dict)."""
-    return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)})
 
 
 def _user_error(build, *args):

@@ -285,6 +285,8 @@ def parse_args(argv):
                         help="the point the Δ column compares with (default: the first)")
     parser.add_argument("--out", metavar="DIR",
                         help="where the report goes (default: the sweep folder; required with --runs)")  # fmt: skip
+    parser.add_argument("--track", action="store_true",
+                        help="also log the table to the trackers the runs used (scripts/report_tracking.py)")
     return parser.parse_args(argv)
 
 
@@ -309,6 +311,10 @@ def report(args):
     write_text_atomically(out / "report.csv", csv_text(groups))
     write_text_atomically(out / "report.md", markdown(groups, baseline, described, unfinished, plots))
     print(table(groups, baseline))
+    if args.track:
+        from scripts.report_tracking import track_report
+
+        print(track_report(groups, baseline, best_point(groups), out))
     return [out / "report.md", out / "report.csv", *plots]
 
 

@@ -265,7 +265,7 @@ def main(argv=None):
     if not args.no_report:
         from scripts import report
 
-        return report.main(["--sweep", str(folder)])
+        return report.main(["--sweep", str(folder), "--track"])
     return 0
 
 

@@ -60,9 +60,12 @@ def test_sweep_trains_every_point_and_seed_and_groups_them(tmp_path, shakespeare
     progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(progress) == 4 and "ETA" in progress[-1]
     points = trackio_points(os.environ["TRACKIO_DIR"])
-    assert {run for run, *_ in points} == {f"{r['point']},seed={r['seed']}" for r in runs}
+    assert {run for run, *_ in points} == {f"{r['point']},seed={r['seed']}" for r in runs} | {"opt-report"}
     assert {group for _, group, *_ in points} == {"opt"}
     assert (folder / "report.md").is_file()
+    # The report's table, as a sweep-level run beside the runs.
+    summary = {key for run, _, key, _ in points if run == "opt-report"}
+    assert {"summary/optimizer=adamw/best_val_loss_mean", "summary/optimizer=adamwspam/n"} <= summary
 
 
 def test_sweep_survives_sigkill_without_training_or_tracking_twice(tmp_path, shakespeare_data, corpus):
@@ -83,7 +86,7 @@ def test_sweep_survives_sigkill_without_training_or_tracking_twice(tmp_path, sha
     assert result.returncode == 0, result.stderr
     assert "1 of 4 runs already finished" in result.stdout
     assert "resuming from" in second_log.read_text()
-    points = trackio_points(os.environ["TRACKIO_DIR"])
+    points = [point for point in trackio_points(os.environ["TRACKIO_DIR"]) if point[0] != "kill-report"]
     assert len({run for run, *_ in points}) == 4
     assert len(points) == len(set(points)), "a (run, metric, step) point was tracked twice"
     steps = sorted(step for run, _, key, step in points if run == "optimizer=adamw,seed=1338" and key == "train/loss")
@@ -137,3 +140,22 @@ def test_same_name_with_another_grid_is_refused(tmp_path):
     result = subprocess.run([*base, "--vary", "OPTIMIZER=adamw,adam"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1
     assert "holds sweep 'same' with another grid" in result.stderr and "choose another NAME=" in result.stderr
+
+
+def test_array_tasks_make_the_same_folders_as_make_sweep(tmp_path, shakespeare_data, corpus):
+    """A scheduler's array runs `--only N` for each run: each task plans the
+    same sweep (same folders) and trains its run alone; the report then
+    covers them all, as after `make sweep`."""
+    base = [sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "array",
+            "--base", "gpt2-tiny-shakespeare", "--vary", f"MAX_ITERS=2 EVAL_INTERVAL=2 TRACKER=none {TINY}",
+            "--seeds", "2", "--", f"--data-input={corpus}", f"--data-dir={shakespeare_data}"]
+    first = subprocess.run([*base[:-3], "--only", "1", *base[-3:]], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "array" / "base"
+    assert (folder / "seed-1338" / "metrics.json").is_file() and not (folder / "seed-1337" / "metrics.json").exists()
+    second = subprocess.run([*base[:-3], "--only", "0", *base[-3:]], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    report = subprocess.run([sys.executable, "-m", "scripts.report", "--sweep", str(tmp_path / "array")],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "(n=2)" in (tmp_path / "array" / "report.md").read_text()

@@ -38,16 +38,15 @@ Usage, from parsed flags (a dict of argparse dests):
 Every error is a ValueError with a one-line message.
 """
 
-import dataclasses
-import importlib
 import math
-import pkgutil
+import sys
 from dataclasses import dataclass
 
 from lib.optim._groups import param_groups
 from lib.optim.adamwadv import AdamWAdv
 from lib.optim.adamwprune import AdamWPrune
 from lib.optim.adamwspam import AdamWSpam
+from lib.plugins import from_flags, module_names, part_module
 
 __all__ = [
     "OptimizerConfig",
@@ -65,18 +64,12 @@ __all__ = [
 
 def optimizer_names():
     """Every --optimizer value, one per module of this package (sorted)."""
-    return tuple(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
-
-
-def _unknown(name):
-    return f"--optimizer {name!r} is unknown; valid optimizers: {', '.join(optimizer_names())}"
+    return module_names(sys.modules[__name__])
 
 
 def optimizer_module(name):
     """The module of optimizer `name` (imported on first use)."""
-    if name not in optimizer_names():
-        raise ValueError(_unknown(name))
-    return importlib.import_module(f"{__name__}.{name}")
+    return part_module(sys.modules[__name__], name, "--optimizer")
 
 
 def optimizer_config_class(name):
@@ -87,8 +80,7 @@ def optimizer_config_class(name):
 def optimizer_config(name, flags):
     """optimizer `name`'s Config, its fields taken from `flags` (a dict of
     parsed flags, e.g. vars(args)); ValueError when a value is invalid."""
-    cls = optimizer_config_class(name)
-    return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+    return from_flags(optimizer_config_class(name), flags)
 
 
 @dataclass(frozen=True)
@@ -102,8 +94,7 @@ class OptimizerConfig:
     beta2: float
 
     def __post_init__(self):
-        if self.optimizer not in optimizer_names():
-            raise ValueError(_unknown(self.optimizer))
+        optimizer_module(self.optimizer)  # ValueError naming the valid ones
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"--learning-rate must be > 0, not {self.learning_rate}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -119,7 +110,7 @@ class OptimizerConfig:
     @classmethod
     def from_flags(cls, flags):
         """The settings from `flags`, a dict of parsed flags (e.g. vars(args))."""
-        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+        return from_flags(cls, flags)
 
 
 def build_optimizer(model, settings, config):

@@ -43,11 +43,10 @@ Usage, from parsed flags (a dict of argparse dests):
 Every error is a ValueError with a one-line message.
 """
 
-import dataclasses
-import importlib
-import pkgutil
+import sys
 from dataclasses import dataclass
 
+from lib.plugins import from_flags, module_names, part_module
 from lib.pruning._schedule import PruningSchedule
 from lib.pruning._weights import prunable_weights, sparsity
 
@@ -63,18 +62,12 @@ __all__ = [
 
 def pruning_methods():
     """Every --pruning-method value, one per module of this package (sorted)."""
-    return tuple(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
-
-
-def _unknown(name):
-    return f"--pruning-method {name!r} is unknown; valid methods: {', '.join(pruning_methods())}"
+    return module_names(sys.modules[__name__])
 
 
 def pruner_class(name):
     """The pruner class of method `name` (its module imported on first use)."""
-    if name not in pruning_methods():
-        raise ValueError(_unknown(name))
-    return importlib.import_module(f"{__name__}.{name}").PRUNER
+    return part_module(sys.modules[__name__], name, "--pruning-method").PRUNER
 
 
 @dataclass(frozen=True)
@@ -88,8 +81,7 @@ class PruningConfig:
     pruning_interval: int
 
     def __post_init__(self):
-        if self.pruning_method not in pruning_methods():
-            raise ValueError(_unknown(self.pruning_method))
+        pruner_class(self.pruning_method)  # ValueError naming the valid ones
         if not 0.0 <= self.target_sparsity < 1.0:
             raise ValueError(f"--target-sparsity must be in [0, 1), not {self.target_sparsity}")
         if self.pruning_warmup < 0:
@@ -102,7 +94,7 @@ class PruningConfig:
     @classmethod
     def from_flags(cls, flags):
         """The config from `flags`, a dict of parsed flags (e.g. vars(args))."""
-        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+        return from_flags(cls, flags)
 
     def schedule(self):
         """The sparsity schedule these options describe."""

@@ -13,13 +13,11 @@ and starts threads).
 """
 
 import contextlib
-import dataclasses
-import importlib
-import pkgutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import lib.trackers  # the package whose *_tracker modules are the backends
+from lib.plugins import from_flags, module_names, part_module
 from lib.trackers.base import TrackerError, Trackers
 from lib.trackers.journal import Journal, journal_path, journaled_points, read_journal
 from lib.trackers.naming import default_project_name, default_run_name
@@ -30,17 +28,16 @@ MODULE_SUFFIX = "_tracker"
 
 
 def backend_names():
-    """Every backend's --tracker name, e.g. ['trackio', 'wandb'] (sorted)."""
-    folder = Path(__file__).parent
-    return sorted(info.name[: -len(MODULE_SUFFIX)] for info in pkgutil.iter_modules([str(folder)])
-                  if info.name.endswith(MODULE_SUFFIX))
+    """Every backend's --tracker name, e.g. ('trackio', 'wandb')."""
+    return module_names(lib.trackers, MODULE_SUFFIX)
 
 
 def backend_module(name):
     """The module of backend `name`, imported now (its package is not)."""
-    if name not in backend_names():
-        raise TrackerError(f"unknown tracker '{name}'; choose {', '.join([NONE, *backend_names()])}")
-    return importlib.import_module(f"lib.trackers.{name}{MODULE_SUFFIX}")
+    try:
+        return part_module(lib.trackers, name, "--tracker", MODULE_SUFFIX)
+    except ValueError:
+        raise TrackerError(f"unknown tracker '{name}'; choose {', '.join([NONE, *backend_names()])}") from None
 
 
 def backend_class(name):
@@ -63,12 +60,6 @@ def parse_tracker_names(text):
                 f"--tracker {text}: unknown tracker '{name}'; choose {choices}, or a list such as trackio,wandb"
             )
     return list(dict.fromkeys(names))
-
-
-def settings_from_flags(cls, flags):
-    """An instance of the dataclass `cls` whose fields take the values of
-    the flags of the same names (`flags`: a dict of parsed flags)."""
-    return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -97,7 +88,7 @@ class TrackingConfig:
         """From train.py's parsed flags (a dict): each selected backend's
         Config takes the flags named like its fields."""
         names = parse_tracker_names(flags["tracker"])
-        backends = {name: settings_from_flags(backend_module(name).Config, flags) for name in names}
+        backends = {name: from_flags(backend_module(name).Config, flags) for name in names}
         return cls(tracker=",".join(names) or NONE, tracker_project=flags["tracker_project"],
                    tracker_run_name=flags["tracker_run_name"], tracker_group=flags["tracker_group"],
                    backends=backends)

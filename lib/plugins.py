@@ -1,0 +1,38 @@
+"""What every plug-in registry shares: parts found by module name, and
+typed configs filled from parsed flags.
+
+lib/optim, lib/pruning and lib/trackers each find their parts as the
+modules of their package (`lib/optim/adamwspam.py` is `--optimizer
+adamwspam`); names starting with "_" are shared helpers, not parts.  A
+part's config is a frozen dataclass whose fields are named after its flags
+(lib/options.py: SPAM_THETA -> --spam-theta -> spam_theta), filled by
+`from_flags`.
+"""
+
+import dataclasses
+import importlib
+import pkgutil
+
+
+def module_names(package, suffix=""):
+    """The parts of `package` (a module object): its modules not starting
+    with "_" (and ending with `suffix`, removed from the name), sorted."""
+    found = (info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
+    return tuple(sorted(name[: len(name) - len(suffix)] for name in found if name.endswith(suffix)))
+
+
+def part_module(package, name, flag, suffix=""):
+    """The module of part `name` of `package`, imported now; ValueError
+    naming `flag` and the valid names when there is none."""
+    names = module_names(package, suffix)
+    if name not in names:
+        raise ValueError(f"{flag} {name!r} is unknown; choose one of {', '.join(names)}")
+    return importlib.import_module(f"{package.__name__}.{name}{suffix}")
+
+
+def from_flags(cls, flags):
+    """An instance of the dataclass `cls` whose fields take the values of the
+    parsed flags of the same names (`flags`: a dict, e.g. vars(args)).
+    Fields marked `metadata={"derived": True}` are left to the class."""
+    return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)
+                  if not field.metadata.get("derived")})
