@@ -23,6 +23,9 @@ from pathlib import Path
 import kconfiglib
 from kconfiglib import BOOL, HEX, INT, MENU, STRING, expr_value
 
+from lib.kconfig_derived import (LIST_NONE, DerivedError, choice_members, choice_value, has_prompt,  # noqa: F401
+                                 is_list, list_members, list_value)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP_KCONFIG = REPO_ROOT / "Kconfig"
 
@@ -111,6 +114,12 @@ def load_tree(kconfig=TOP_KCONFIG):
     _evaluate_all(kconf)
     if kconf.warnings:
         raise ConfigError(f"{_warning_text(kconf.warnings[0])} (fix the Kconfig file)")
+    for choice in kconf.unique_choices:  # every named choice's entries follow the naming rule
+        try:
+            if choice.name:
+                choice_members(choice)
+        except DerivedError as err:
+            raise ConfigError(str(err)) from None
     for sym in kconf.unique_defined_syms:  # every float default parses and is in range
         if is_float(sym) and sym.orig_defaults:
             try:
@@ -161,10 +170,6 @@ def read_config(path, kconfig=TOP_KCONFIG):
 def dependencies_met(sym):
     """True when the symbol's `depends on` (and enclosing menus/ifs) hold."""
     return expr_value(sym.direct_dep) > 0
-
-
-def has_prompt(sym):
-    return any(node.prompt for node in sym.nodes)
 
 
 def help_text(item):
@@ -398,55 +403,3 @@ def _unquote(value):
     """The string of a .config string literal, or None if it is not one."""
     match = re.fullmatch(r'"((?:[^\\"]|\\.)*)"', value.strip())
     return re.sub(r"\\(.)", r"\1", match.group(1)) if match else None
-
-
-# ----------------------------------------------------------------------------
-# Derived values: named choices and lists
-
-
-def choice_members(choice):
-    """{value: member symbol} of a named choice.  A member's value is its name
-    without the prefix every member shares with the choice's name, lowercase,
-    '_' as '-': choice OPTIMIZER, OPTIMIZER_ADAMWSPAM -> "adamwspam";
-    choice PRUNING_METHOD, PRUNING_NONE -> "none"; MODEL_GPT2_MEDIUM ->
-    "gpt2-medium"."""
-    parts = choice.name.split("_")
-    for size in range(len(parts), 0, -1):
-        prefix = "_".join(parts[:size]) + "_"
-        if all(sym.name.startswith(prefix) for sym in choice.syms):
-            return {sym.name[len(prefix):].lower().replace("_", "-"): sym for sym in choice.syms}
-    raise ConfigError(f"choice {choice.name}: every member must be named {parts[0]}_<VALUE> "
-                      "(fix the Kconfig file)")
-
-
-def choice_value(choice):
-    """The value of a named choice's selected member (None if none is)."""
-    selected = choice.selection
-    return next((value for value, sym in choice_members(choice).items() if sym is selected), None)
-
-
-def is_list(kconf, sym):
-    """A list option: a string symbol without prompt or default whose
-    members are the bools named <SYMBOL>_<VALUE> (TRACKER: TRACKER_TRACKIO,
-    TRACKER_WANDB).  Any number of members can be on at once."""
-    return (sym.orig_type is STRING and not has_prompt(sym) and not sym.orig_defaults
-            and bool(list_members(kconf, sym)))
-
-
-def list_members(kconf, sym):
-    """{value: bool symbol} of a list option, in Kconfig order."""
-    prefix = sym.name + "_"
-    return {member.name[len(prefix):].lower().replace("_", "-"): member
-            for member in kconf.unique_defined_syms
-            if member.name.startswith(prefix) and member.orig_type is BOOL and has_prompt(member)}
-
-
-LIST_NONE = "none"
-
-
-def list_value(kconf, sym, values=None):
-    """The list's value: the members that are on, joined by commas, or
-    "none".  `values` ({member name: bool}) overrides the current values."""
-    on = [value for value, member in list_members(kconf, sym).items()
-          if (values[member.name] if values is not None else member.tri_value == 2)]
-    return ",".join(on) or LIST_NONE

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from kconfiglib import BOOL, Choice, Symbol
 
-from lib.kconfig import (INT_BASES, LIST_NONE, ConfigError, choice_members, choice_value,
-                         default_value, has_prompt, help_text, int_range, is_float,
-                         is_list, list_members, list_value, menu_title, one_line, parse_float,
-                         typed_value)
+from lib.kconfig import (INT_BASES, ConfigError, default_value, help_text, int_range, is_float, menu_title,
+                         one_line, parse_float, typed_value)
+from lib.kconfig_derived import (LIST_NONE, choice_members, choice_value, has_prompt, is_list, list_members,
+                                 list_value)
 
 ALIAS = re.compile(r"\bAlso (--[a-z0-9][a-z0-9-]*)")
 NOT_A_FLAG = re.compile(r"\bnot a (?:gpt2/)?train\.py flag\b", re.IGNORECASE)
