@@ -4,6 +4,7 @@ twice, and every bad sweep refused in one line before anything trains."""
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -159,3 +160,31 @@ def test_array_tasks_make_the_same_folders_as_make_sweep(tmp_path, shakespeare_d
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "(n=2)" in (tmp_path / "array" / "report.md").read_text()
+
+
+def test_jobs_share_the_cpu_or_take_one_gpu_each(monkeypatch):
+    from scripts import sweep
+
+    monkeypatch.setattr(sweep, "_gpu_count", lambda: 0)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    assert sweep.job_environments(1) == [{}]
+    assert sweep.job_environments(2) == [{"OMP_NUM_THREADS": "4"}] * 2
+    monkeypatch.setattr(sweep, "_gpu_count", lambda: 4)
+    assert sweep.job_environments(4) == [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(4)]
+
+
+def test_two_jobs_run_at_once(tmp_path, shakespeare_data, corpus):
+    command = [sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "jobs", "--jobs", "2",
+               "--no-report", "--base", "gpt2-tiny-shakespeare", "--vary",
+               f"OPTIMIZER=adamw,sgd MAX_ITERS=2 EVAL_INTERVAL=2 TRACKER=none {TINY}",
+               "--", f"--data-input={corpus}", f"--data-dir={shakespeare_data}"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    folders = sorted((tmp_path / "jobs").glob("*/seed-1337"))
+    assert [folder.parent.name for folder in folders] == ["optimizer=adamw", "optimizer=sgd"]
+    assert all((folder / "metrics.json").is_file() for folder in folders)
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line[:5] for line in progress] == ["[1/2]", "[2/2]"]
+    durations = [float(re.search(r" in ([\d.]+) s \|", line).group(1)) for line in progress]
+    elapsed = float(re.search(r"elapsed (\d+) s", progress[-1]).group(1))
+    assert elapsed < sum(durations) - 1, "the two runs did not overlap"

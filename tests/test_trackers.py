@@ -453,3 +453,24 @@ def test_missing_wandb_is_one_line(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, *sys.argv[1:]]))
+
+
+def test_group_reaches_both_backends_and_survives_a_resume(tmp_path):
+    """--tracker-group (a sweep's name) is the run's group in Trackio and W&B,
+    kept when the run is resumed."""
+    grouped = tracking("trackio,wandb", project=f"g-{tmp_path.name}", run_name="grouped",
+                       extra=("--tracker-group", "sweep-a"))
+    first = open_trackers(grouped, config={}, out_dir=tmp_path)
+    first.log({"train/loss": 1.0}, step=1)
+    state = first.state_dict()
+    first.finish()
+    second = open_trackers(tracking("trackio,wandb", project=f"g-{tmp_path.name}"), config={}, out_dir=tmp_path,
+                           resume_state=state)
+    second.log({"train/loss": 0.5}, step=2)
+    second.finish()
+    assert state["group"] == second.state_dict()["group"] == "sweep-a"
+    db = Path(state["backends"]["trackio"]["trackio_dir"]) / f"{state['project']}.db"
+    assert trackio_run_config(db, "grouped")["_Group"] == "sweep-a"
+    wandb_state = state["backends"]["wandb"]
+    files = offline_run_files(wandb_state["wandb_dir"], wandb_state["run_id"])
+    assert len(files) == 2 and {read_offline_run(path).group for path in files} == {"sweep-a"}

@@ -39,6 +39,7 @@ class OfflineRun:
     project: str = ""
     entity: str = ""
     name: str = ""
+    group: str = ""
     config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # [(step, {key: value})], file order
     summary: dict = field(default_factory=dict)  # final values after every update
@@ -103,7 +104,7 @@ def read_offline_run(path, header_only=False):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id, run.project, run.entity = record.run.run_id, record.run.project, record.run.entity
-            run.name = record.run.display_name
+            run.name, run.group = record.run.display_name, record.run.run_group
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.run.config.update})
             if header_only:
                 break
