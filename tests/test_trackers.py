@@ -451,10 +451,6 @@ def test_missing_wandb_is_one_line(tmp_path):
     )
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, *sys.argv[1:]]))
-
-
 def test_group_reaches_both_backends_and_survives_a_resume(tmp_path):
     """--tracker-group (a sweep's name) is the run's group in Trackio and W&B,
     kept when the run is resumed."""
@@ -474,3 +470,7 @@ def test_group_reaches_both_backends_and_survives_a_resume(tmp_path):
     wandb_state = state["backends"]["wandb"]
     files = offline_run_files(wandb_state["wandb_dir"], wandb_state["run_id"])
     assert len(files) == 2 and {read_offline_run(path).group for path in files} == {"sweep-a"}
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, *sys.argv[1:]]))
