@@ -73,11 +73,9 @@ TEXT_CHUNK_CHARS = 16 << 20
 # per GPT-2 token lets a batch shrink to what the token cap still needs.
 DOC_BATCH_CHARS = 8 << 20
 CHARS_PER_TOKEN = 4
-# data_fingerprint: the meta.json keys it keeps, and the most token-file
-# bytes it hashes (about a second).
+# data_fingerprint: the meta.json keys it keeps.
 FINGERPRINT_KEYS = ("dataset", "tokenizer", "format_version", "source", "source_sha256", "train_tokens",
-                    "val_tokens", "max_tokens")
-MAX_HASH_BYTES = 2 << 30
+                    "val_tokens", "max_tokens", "tokens_sha256")
 
 
 def read_finished_meta(folder):
@@ -109,15 +107,24 @@ def _matches(meta, request):
 
 
 class _TokenFiles:
-    """The train and val token files, counting the tokens written to each."""
+    """The train and val token files, counting and hashing the tokens written
+    to each as they are written (no second read of the files)."""
 
     def __init__(self, files):
         self.files = files
         self.counts = dict.fromkeys(files, 0)
+        self.digests = {split: hashlib.sha256() for split in files}
 
     def write(self, split, ids):
-        ids.astype(np.uint16, copy=False).tofile(self.files[split])
+        ids = ids.astype(np.uint16, copy=False)
+        ids.tofile(self.files[split])
+        self.digests[split].update(ids.tobytes())
         self.counts[split] += len(ids)
+
+    def sha256(self):
+        """sha256 of the splits' own sha256 digests, train then val: one
+        name for the exact tokens of both files."""
+        return hashlib.sha256(b"".join(self.digests[s].digest() for s in SPLITS)).hexdigest()
 
 
 def _write_text(source, out, max_tokens, workers, progress):
@@ -206,6 +213,9 @@ def _prepare(dataset, folder, source, request, workers, log):
         "source": source.description,
         "input_format": request["input_format"],
         "source_sha256": source.sha256,
+        # Hashed while written: a run's record names the exact tokens
+        # without reading the files at every start.
+        "tokens_sha256": out.sha256(),
         "split_by": split_by,
         "val_fraction": VAL_FRACTION,
         "max_tokens": request["max_tokens"] if split_by == "documents" else None,
@@ -283,24 +293,11 @@ def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers
 def data_fingerprint(folder):
     """What identifies the prepared data in `folder`, for a run's record
     (lib/trackers/run_info.py) and scripts/reproduce.py: meta.json's source,
-    hash and counts, and tokens_sha256, the sha256 of train.bin then val.bin
-    (None above MAX_HASH_BYTES: hashing 20 GB would delay every start by a
-    minute; the source hash and counts then identify the data)."""
-    folder = Path(folder)
-    meta = read_finished_meta(folder) or {}
-    fingerprint = {"folder": str(folder)}
-    fingerprint.update({key: meta.get(key) for key in FINGERPRINT_KEYS})
-    files = [folder / f"{split}.bin" for split in SPLITS]
-    if meta and sum(path.stat().st_size for path in files) <= MAX_HASH_BYTES:
-        digest = hashlib.sha256()
-        for path in files:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        fingerprint["tokens_sha256"] = digest.hexdigest()
-    else:
-        fingerprint["tokens_sha256"] = None
-    return fingerprint
+    its hash, the token counts and tokens_sha256 (of train.bin's and val.bin's
+    sha256, hashed as they were written; None for data prepared before that
+    was recorded).  Reads meta.json only: nothing is hashed at a run's start."""
+    meta = read_finished_meta(Path(folder)) or {}
+    return {"folder": str(folder), **{key: meta.get(key) for key in FINGERPRINT_KEYS}}
 
 
 def _count(minimum):

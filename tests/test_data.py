@@ -412,3 +412,12 @@ def test_shared_fixture_is_ready_for_train(shakespeare_data):
     folder = shakespeare_data / "shakespeare"
     meta = check_meta_matches_files(folder)
     assert (meta["train_tokens"], meta["val_tokens"]) == (301_966, 36_059)
+
+
+def test_token_files_are_hashed_as_written(shakespeare_data):
+    """meta.json names the exact tokens (a run's record, make reproduce)
+    without a run reading the files again at its start."""
+    folder = shakespeare_data / "shakespeare"
+    digests = b"".join(hashlib.sha256((folder / f"{split}.bin").read_bytes()).digest() for split in ("train", "val"))
+    assert meta_of(folder)["tokens_sha256"] == hashlib.sha256(digests).hexdigest()
+    assert prepare_data.data_fingerprint(folder)["tokens_sha256"] == meta_of(folder)["tokens_sha256"]

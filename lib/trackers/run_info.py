@@ -22,8 +22,8 @@ by scripts/reproduce.py:
   untracked_files  names of untracked, not ignored files (contents not kept)
   data             the prepared data: folder, dataset, tokenizer, source,
                    source_sha256 (of the input text / download), token counts,
-                   tokens_sha256 (of train.bin + val.bin; None above
-                   gpt2/prepare_data.py's MAX_HASH_BYTES)
+                   tokens_sha256 (of train.bin's and val.bin's sha256, taken
+                   as they were written; None for older prepared data)
   device, dtype, compile   what ran, after the CPU fallback (may differ from
                    --device / --dtype / --compile)
   cpu_matmul       the CPU matmul library the model computed through ("blas"
