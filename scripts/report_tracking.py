@@ -37,7 +37,8 @@ def point_numbers(runs):
 def track_report(groups, baseline, best, out):
     """Log the table of `groups` ({point: [Run]}) to the trackers the runs
     used; returns a one-line account, or says why nothing was logged."""
-    states = [journal_state(run.out_dir) for runs in groups.values() for run in runs]
+    # The first tracked run says where the runs went (one journal read, usually).
+    states = (journal_state(run.out_dir) for runs in groups.values() for run in runs)
     first = next((state for state in states if state and state["backends"]), None)
     if first is None:
         return "report: the runs were not tracked; nothing logged to a tracker"

@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.kconfig import ConfigError, dependencies_met, list_members, load_config, load_tree
+from lib.kconfig import ConfigError, dependencies_met, load_config, load_tree
+from lib.kconfig_derived import choice_members
 from lib.options import options
-from scripts.configure import DEFCONFIGS, resolve_preset
+from scripts.configure import DEFCONFIGS, resolve_preset, set_list
 
 SPECIAL = ("NAME", "BASE", "SEEDS")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -180,11 +181,9 @@ def point_config(sweep, point):
         option, where = known[key], sweep.where.get(key, sweep.base)
         typed = _typed(option, value, where)
         if option.kind == "choice":
-            option.item.syms[list(option.values).index(typed)].set_value(2)
+            choice_members(option.item)[typed].set_value(2)
         elif option.kind == "list":
-            chosen = typed.split(",")
-            for member_value, member in list_members(kconf, option.item).items():
-                member.set_value(2 if member_value in chosen else 0)
+            set_list(kconf, key, typed)
         else:
             option.item.set_value(value if option.kind != "str" else typed)
     for key in point:  # checked after all are set: a choice may switch a dependency on
