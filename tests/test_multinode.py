@@ -2,7 +2,7 @@
 preparation that outlasts the process-group timeout, folders not shared
 between nodes, the launch command, the GPU count and bfloat16 capability
 (faked), float16 overflow steps and movement pruning, and evaluation shared
-out over the ranks."""
+out over the ranks; --deterministic."""
 
 import math
 import os
@@ -19,8 +19,9 @@ from gpt2.configs import RunConfig
 from gpt2.distributed import Distributed
 from gpt2.model import GPT, GPTConfig
 from gpt2.run_config import Precision, resolve_precision
-from gpt2.run_setup import select_device
+from gpt2.run_setup import select_device, use_deterministic
 from lib.pruning import PruningConfig, build_pruner
+from lib.trackers.journal import journal_path, read_journal
 from scripts import launch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -270,3 +271,32 @@ def test_each_rank_evaluates_its_share_of_the_batches():
     assert train.estimate_losses(rank1) == {"train": 2.0, "val": 2.0}
     assert rank1.eval_model.scored == [1, 3, 1, 3]  # batches 1 and 3 of each split
     assert shares[0].tolist() == [[0, 1, 0, 3, 0], [0, 1, 0, 3, 0]]  # its losses, zeros elsewhere
+
+
+# ----------------------------------------------------------------------------
+# --deterministic
+
+
+def test_deterministic_run_uses_deterministic_kernels_and_records_it(shakespeare_data, shakespeare_path, tmp_path):
+    """--deterministic turns torch's deterministic mode on (every kernel of
+    the CPU path has a deterministic version: no warning) and the run's
+    record says so."""
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "gpt2/train.py", *TINY, *shakespeare_flags(shakespeare_data, shakespeare_path),
+         "--out-dir", str(tmp_path / "out"), "--max-iters", "2", "--deterministic"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "deterministic" not in result.stderr  # torch warns of each operation without a deterministic kernel
+    (start,) = [r for r in read_journal(journal_path(tmp_path / "out")) if r["kind"] == "start"]
+    assert start["config"]["deterministic"] is True and start["config"]["provenance"]["deterministic"] is True
+
+
+def test_deterministic_setting_reaches_torch_and_cublas(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append((mode, kw)))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    use_deterministic(system_config("--no-deterministic"))
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    use_deterministic(system_config("--deterministic"))
+    assert calls == [(True, {"warn_only": True})] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
