@@ -3,9 +3,11 @@ tests/test_multinode.py (run as the script torchrun starts):
 
   GPT2LAB_TEST_PREPARE_DELAY=S  preparing the dataset takes S seconds more
                                 (FineWeb-Edu takes hours)
-  GPT2LAB_TEST_RANK1_CWD=DIR    rank 1 runs in DIR, so relative --out-dir and
-                                --data-dir name other folders there, as on a
-                                node that does not share the filesystem
+  GPT2LAB_TEST_RANK1_CWD=DIR    rank 1 runs in DIR, so a relative --out-dir
+                                names another folder there, as on a node that
+                                does not share the filesystem
+  GPT2LAB_TEST_RANK1_NO_DATA=1  rank 1 finds no prepared data anywhere, as on
+                                a node without rank 0's --data-dir
 """
 
 import os
@@ -28,6 +30,8 @@ def main():
         prepare_data._prepare = slow_prepare
     if os.environ.get("GPT2LAB_TEST_RANK1_CWD") and os.environ["RANK"] == "1":
         os.chdir(os.environ["GPT2LAB_TEST_RANK1_CWD"])
+    if os.environ.get("GPT2LAB_TEST_RANK1_NO_DATA") and os.environ["RANK"] == "1":
+        prepare_data.read_finished_meta = lambda folder: None
     return train.main()
 
 

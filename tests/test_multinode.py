@@ -79,6 +79,22 @@ def test_out_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, sh
     assert list((tmp_path / "node0" / "out").iterdir()) == []
 
 
+def test_data_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, shakespeare_path, tmp_path):
+    """Rank 1 finds no prepared data where rank 0 has it (a node without
+    that --data-dir): one line, no training."""
+    result = torchrun_faulty(
+        [*shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(tmp_path / "out"), "--max-iters", "1"],
+        GPT2LAB_TEST_RANK1_NO_DATA="1",
+    )
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"error: rank 1 on {os.uname().nodename}: --data-dir: {shakespeare_data / 'shakespeare'}, prepared by "
+        "rank 0, is missing or different here; put --data-dir on a filesystem every node shares, or prepare the "
+        "same data on each node first (gpt2/prepare_data.py)"
+    ]
+    assert "iter 1" not in result.stdout
+
+
 # ----------------------------------------------------------------------------
 # The launch command
 
