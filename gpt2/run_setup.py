@@ -213,11 +213,11 @@ def setup(cfg, flags, precision, dist, log):
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
     micro_steps = micro_steps_per_rank(training, dist)
+    check_shared_out_dir(training.out_dir, dist)  # before any rank looks for a checkpoint there
     checkpoint, tracker_state = resume_point(training, log)
     if checkpoint:
         check_resume_compatible(cfg, checkpoint)
     data_dir = prepared_data_dir(cfg.data, dist, log)
-    check_shared_out_dir(training.out_dir, dist)
     batches = Batches(
         data_dir,
         block_size=config.block_size,

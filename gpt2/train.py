@@ -107,8 +107,14 @@ def estimate_losses(run):
                     _, loss = run.eval_model(x, y)
                 losses[row, i] = loss
     run.eval_model.train()
-    means = run.dist.all_reduce_sum(losses).mean(dim=1).tolist()
-    return dict(zip(SPLITS, means))
+    losses = run.dist.all_reduce_sum(losses)
+    means = {}
+    for row, split in enumerate(SPLITS):
+        total = torch.zeros((), device=run.device)
+        for loss in losses[row]:  # in order, one by one: the sums of runs before the sharding, to the bit
+            total += loss
+        means[split] = (total / count).item()
+    return means
 
 
 def check_finite(run, losses, what):
