@@ -46,12 +46,13 @@ def error_lines(result):
 
 
 def test_data_preparation_longer_than_the_process_group_timeout_still_trains(shakespeare_path, tmp_path):
-    """Rank 0 prepares for 10 s more than usual; rank 1 waits outside any
-    collective, so a 4 s --dist-timeout does not stop it."""
+    """Rank 0 prepares for 12 s more than usual; rank 1 waits outside any
+    collective, so a 5 s --dist-timeout does not stop it (it did when rank 1
+    waited in a collective: gloo's "Timed out waiting 5000ms")."""
     result = torchrun_faulty(
         [*shakespeare_flags(tmp_path / "data", shakespeare_path), "--out-dir", str(tmp_path / "out"),
-         "--max-iters", "2", "--eval-interval", "2", "--dist-timeout", "4"],
-        GPT2LAB_TEST_PREPARE_DELAY="10",
+         "--max-iters", "2", "--eval-interval", "2", "--dist-timeout", "5"],
+        GPT2LAB_TEST_PREPARE_DELAY="12",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "iter 2 |" in result.stdout and "eval 2 |" in result.stdout
@@ -83,7 +84,8 @@ def test_data_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, s
     """Rank 1 finds no prepared data where rank 0 has it (a node without
     that --data-dir): one line, no training."""
     result = torchrun_faulty(
-        [*shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(tmp_path / "out"), "--max-iters", "1"],
+        [*shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(tmp_path / "out"),
+         "--max-iters", "1"],
         GPT2LAB_TEST_RANK1_NO_DATA="1",
     )
     assert result.returncode != 0
@@ -229,9 +231,10 @@ def test_float16_overflow_steps_leave_movement_scores_finite():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     pruner = build_pruner(model, optimizer, PruningConfig("movement", 0.5, 0, 10, 1))
     tokens = torch.randint(64, (2, 9))
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
     run = SimpleNamespace(
         optimizer=optimizer, device=torch.device("cpu"), micro_steps=1, dist=Distributed(), model=model,
-        raw_model=model, batches=SimpleNamespace(next_train=lambda: (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())),
+        raw_model=model, batches=SimpleNamespace(next_train=lambda: (x, y)),
         precision=Precision("cpu", "float32", False), scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16),
         cfg=SimpleNamespace(training=SimpleNamespace(grad_clip=1.0)), pruner=pruner, iter_num=0,
     )  # fmt: skip
