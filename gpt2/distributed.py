@@ -124,20 +124,22 @@ def cuda_index(device):
     return index or 0
 
 
-def start(device_type, timeout_seconds):
+def start(device_type, timeout_seconds=None):
     """Join the process group if torchrun started several processes: NCCL
     between GPUs, gloo on CPU; every collective times out after
-    `timeout_seconds`."""
+    `timeout_seconds` (train.py: --dist-timeout; None: torch's default)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    timeout = timedelta(seconds=timeout_seconds)
+    timeout = timedelta(seconds=timeout_seconds) if timeout_seconds else None
     # The store init_process_group would make itself (torchrun's, from
     # MASTER_ADDR/PORT), kept for from_main under keys of its own.
-    store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    store, rank, world_size = next(
+        dist.rendezvous("env://", rank, world_size, **({"timeout": timeout} if timeout else {}))
+    )
     dist.init_process_group(
         backend="nccl" if device_type == "cuda" else "gloo",
         store=dist.PrefixStore("default_pg", store),
