@@ -141,12 +141,15 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class SystemConfig:
-    """Where and how to compute: --device, --dtype, --compile, --cpu-matmul."""
+    """Where and how to compute: --device, --dtype, --compile, --cpu-matmul,
+    --deterministic, and --dist-timeout for several processes."""
 
     device: str
     dtype: str
     compile: bool
     cpu_matmul: str
+    deterministic: bool
+    dist_timeout: int
 
     def __post_init__(self):
         try:

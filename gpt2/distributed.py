@@ -4,16 +4,28 @@ torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; with more than one process each
 rank trains on its own batches and DistributedDataParallel averages the
 gradients.  Rank 0 alone logs, checkpoints, writes JSON and tracks.  Decisions
 that end the loop (time budget, inf/NaN loss) are taken by all ranks together
-through `any_rank`, and what rank 0 alone decides at start-up (prepared data or
-its error, the CPU matmul library) reaches the others through `gather`, so no
-rank is left waiting in a collective.
+through `any_rank`, and what rank 0 alone decides at start-up (the CPU matmul
+library) reaches the others through `gather`, so no rank is left waiting in a
+collective.
+
+Every collective gives up after --dist-timeout seconds (Kconfig DIST_TIMEOUT).
+The one step that may take far longer, preparing the dataset (hours for
+FineWeb-Edu at the presets' cap), is no collective: rank 0 prepares while the
+other ranks poll torchrun's rendezvous store for its answer (`from_main`),
+which has no deadline.
 """
 
+import json
 import os
+import socket
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from gpt2.errors import UsageError
 
 
 @dataclass
@@ -21,6 +33,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    store: object = None  # torchrun's key-value store, for from_main (None without DDP)
 
     @property
     def enabled(self):
@@ -40,6 +53,12 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def all_reduce_sum(self, tensor):
+        """Sum `tensor` over the ranks, in place (a collective); returns it."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
     def barrier(self):
         """Wait until every rank gets here (a collective; no-op without DDP)."""
         if self.enabled:
@@ -53,6 +72,31 @@ class Distributed:
         dist.all_gather_object(gathered, obj)
         return gathered
 
+    def from_main(self, key, compute, poll_seconds=0.5):
+        """compute() run on rank 0, its (JSON) value returned on every rank.
+        The other ranks wait by polling the rendezvous store, not in a
+        collective, so compute() may outlast --dist-timeout (a dataset
+        prepared for hours).  Should rank 0 die, torchrun stops them."""
+        if not self.enabled:
+            return compute()
+        if self.is_main:
+            value = compute()
+            self.store.set(key, json.dumps(value))
+            return value
+        while not self.store.check([key]):
+            time.sleep(poll_seconds)
+        return json.loads(self.store.get(key))
+
+    def check_all(self, problem):
+        """Stop every rank with one error if any rank has a `problem` (a
+        message, or None; a collective).  The error names the first such
+        rank and its host, and is the same on every rank, so rank 0 prints it."""
+        found = [(rank, host, p) for rank, (host, p) in enumerate(self.gather((socket.gethostname(), problem))) if p]
+        if found:
+            rank, host, message = found[0]
+            where = f"rank {rank} on {host}: " if self.enabled else ""
+            raise UsageError(where + message)
+
 
 def launched_rank():
     """This process's rank from torchrun's environment (0 when run directly);
@@ -60,17 +104,53 @@ def launched_rank():
     return int(os.environ.get("RANK", "0"))
 
 
-def start(device_type):
+def cuda_index(device):
+    """The GPU this process uses: its LOCAL_RANK under torchrun, else the
+    index of --device cuda:N (0 for plain cuda).  Counting GPUs creates no
+    CUDA context.  One-line UsageError when the machine has too few."""
+    count = torch.cuda.device_count()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if per_node > count:  # every rank says so, so rank 0 prints it
+            raise UsageError(
+                f"NPROC_PER_NODE: {per_node} processes on this node, but it has {count} GPU(s); "
+                f"set NPROC_PER_NODE (torchrun --nproc-per-node) to {count} or fewer"
+            )
+        return int(os.environ["LOCAL_RANK"])
+    index = torch.device(device).index
+    if index is not None and index >= count:
+        gpus = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0"
+        raise UsageError(f"--device {device}: this machine has {count} GPU(s) ({gpus}); use one of them")
+    return index or 0
+
+
+def start(device_type, timeout_seconds=None):
     """Join the process group if torchrun started several processes: NCCL
-    between GPUs, gloo on CPU."""
+    between GPUs, gloo on CPU; every collective times out after
+    `timeout_seconds` (train.py: --dist-timeout; None: torch's default)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Distributed(rank=rank, local_rank=local_rank, world_size=world_size)
+    timeout = timedelta(seconds=timeout_seconds) if timeout_seconds else None
+    # The store init_process_group would make itself (torchrun's, from
+    # MASTER_ADDR/PORT), kept for from_main under keys of its own.
+    store, rank, world_size = next(
+        dist.rendezvous("env://", rank, world_size, **({"timeout": timeout} if timeout else {}))
+    )
+    dist.init_process_group(
+        backend="nccl" if device_type == "cuda" else "gloo",
+        store=dist.PrefixStore("default_pg", store),
+        rank=rank,
+        world_size=world_size,
+        timeout=timeout,
+    )
+    # torchrun keeps its store over restarts of the workers: a key per attempt.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return Distributed(rank=rank, local_rank=local_rank, world_size=world_size,
+                       store=dist.PrefixStore(f"gpt2lab/{attempt}", store))
 
 
 def stop(distributed):

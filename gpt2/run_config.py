@@ -11,11 +11,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from gpt2.distributed import cuda_index
 from gpt2.errors import UsageError
 
 CPU_FALLBACK_NOTICE = (
     "notice: CUDA is not available; running on CPU in float32 without torch.compile "
     "(set DEVICE=cpu / --device cpu to silence)"
+)
+# bfloat16 in hardware: compute capability 8.0 (Ampere) and newer.
+NATIVE_BF16 = (8, 0)
+BF16_FALLBACK_NOTICE = (
+    "notice: {gpu} (compute capability {capability}) has no native bfloat16 (needs 8.0, Ampere or newer); "
+    "training in float16 with a gradient scaler (set DTYPE=float16 / --dtype float16 to silence)"
 )
 
 # What must equal the checkpoint's when resuming, because it decides the
@@ -48,7 +55,8 @@ def resolve_precision(system, log=print):
     """Where and how to run (`system`: a SystemConfig).  Asking for CUDA on a
     machine without it falls back to the only safe CPU setting (float32, no
     compile) with one notice; an explicit --device cpu keeps --dtype and
-    --compile as given."""
+    --compile as given.  bfloat16 on a GPU without it in hardware (before
+    Ampere) becomes float16 with a gradient scaler, with one notice."""
     device_type = torch.device(system.device).type
     dtype, compile_model = system.dtype, system.compile
     if device_type == "cuda" and not torch.cuda.is_available():
@@ -56,10 +64,16 @@ def resolve_precision(system, log=print):
         device_type, dtype, compile_model = "cpu", "float32", False
     if device_type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: this machine has no Apple GPU (MPS); use --device cpu")
-    if device_type == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise UsageError(
-            f"--dtype bfloat16: {torch.cuda.get_device_name()} has no bfloat16 support; use --dtype float16"
-        )
+    if device_type == "cuda":
+        index = cuda_index(system.device)  # this process's GPU (a one-line error if there is none such)
+        if dtype == "bfloat16" and torch.cuda.get_device_capability(index) < NATIVE_BF16:
+            # Not torch.cuda.is_bf16_supported(): it also answers True for
+            # emulated bfloat16 (slow, no flash attention), and on such a GPU
+            # tries a bfloat16 tensor on the current device, GPU 0, whatever
+            # this process's GPU.  Reading the capability creates no context.
+            log(BF16_FALLBACK_NOTICE.format(gpu=torch.cuda.get_device_name(index),
+                                            capability=".".join(map(str, torch.cuda.get_device_capability(index)))))
+            dtype = "float16"
     return Precision(device_type=device_type, dtype=dtype, compile=compile_model)
 
 

@@ -8,6 +8,8 @@ might draw random numbers while being built.
 """
 
 import math
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +21,13 @@ from gpt2.batches import Batches
 from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.cpu_fast_paths import use_cpu_fast_paths
+from gpt2.distributed import cuda_index
 from gpt2.errors import UsageError
 from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
 from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared
 from gpt2.run_config import check_resume_compatible
+from lib.atomic import write_text_atomically
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
 from lib.trackers import TrackerError, journal_state, null_trackers, open_trackers
@@ -41,7 +45,7 @@ class Run:
     device: torch.device
     raw_model: GPT  # unwrapped: what checkpoints hold
     model: torch.nn.Module  # compiled and/or DDP-wrapped: what trains
-    eval_model: torch.nn.Module  # compiled, never DDP: rank 0 evaluates alone
+    eval_model: torch.nn.Module  # compiled, never DDP: each rank evaluates its share of the batches
     optimizer: torch.optim.Optimizer
     pruner: object
     scaler: torch.amp.GradScaler
@@ -58,26 +62,91 @@ class Run:
 
 
 def prepared_data_dir(data, dist, log):
-    """Rank 0 prepares (or finds) the dataset while the other ranks wait; all
-    ranks learn the folder, or rank 0's error, from one collective."""
-    folder, error = None, None
-    if dist.is_main:
+    """Rank 0 prepares (or finds) the dataset while the other ranks wait for
+    its folder, or its error, without a collective (preparing can take hours:
+    distributed.from_main); then every rank checks that it sees the same
+    finished data there, which on several nodes takes a --data-dir they all
+    share (or the same data prepared on each node beforehand)."""
+
+    def prepare():
         try:
-            folder = str(
-                ensure_prepared(
-                    data.dataset,
-                    data.data_dir,
-                    input_path=data.data_input or None,
-                    max_tokens=data.data_max_tokens,
-                    log=log,
-                )
+            folder = ensure_prepared(
+                data.dataset,
+                data.data_dir,
+                input_path=data.data_input or None,
+                max_tokens=data.data_max_tokens,
+                log=log,
             )
         except DataError as e:
-            error = str(e)
-    folder, error = dist.gather((folder, error))[0]
-    if error:
-        raise UsageError(error)
+            return {"error": str(e)}
+        return {"error": None, "fingerprint": data_fingerprint(folder)}
+
+    answer = dist.from_main("prepared-data", prepare)
+    if answer["error"]:
+        raise UsageError(answer["error"])
+    folder = answer["fingerprint"]["folder"]
+    missing = not dist.is_main and data_fingerprint(folder) != answer["fingerprint"]
+    dist.check_all(
+        f"--data-dir: {folder}, prepared by rank 0, is missing or different here; put --data-dir on a "
+        "filesystem every node shares, or prepare the same data on each node first (gpt2/prepare_data.py)"
+        if missing else None
+    )
     return Path(folder)
+
+
+SHARED_MARKER = ".rank0-marker"
+
+
+def check_shared_out_dir(out_dir, dist):
+    """Only rank 0 writes checkpoints, and every rank reads them on --resume:
+    with several processes, check that --out-dir is one folder they all see
+    (a marker file rank 0 writes, every rank reads, rank 0 then removes)."""
+    if not dist.enabled:
+        return
+    marker = Path(out_dir) / SHARED_MARKER
+    token = uuid.uuid4().hex if dist.is_main else None
+    if dist.is_main:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(marker, token)
+    try:
+        token = dist.gather(token)[0]
+        try:
+            seen = marker.read_text()
+        except OSError:
+            seen = None
+        dist.check_all(
+            None if seen == token else
+            f"--out-dir {out_dir} is not the folder rank 0 writes to; put --out-dir on a filesystem every "
+            "node shares (rank 0 alone writes checkpoints, every rank reads them on --resume)"
+        )
+    finally:
+        if dist.is_main:
+            marker.unlink(missing_ok=True)
+
+
+def select_device(system, precision):
+    """The torch.device to train on, made this process's current device:
+    a GPU's RNG state (saved in checkpoints), pinned memory and cuBLAS then
+    belong to cuda:N, not GPU 0.  Under torchrun each process takes the GPU
+    of its LOCAL_RANK."""
+    if precision.device_type != "cuda":
+        return torch.device(precision.device_type)
+    device = torch.device("cuda", cuda_index(system.device))
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
+    torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def use_deterministic(system):
+    """--deterministic: deterministic kernels only (torch warns once about an
+    operation that has none), and the cuBLAS workspace setting they need,
+    set before cuBLAS starts.  Bit-identical GPU runs and resumes, at a cost
+    (README, "Checkpoints and resume")."""
+    if system.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 def cpu_matmul_setup(system, precision, device, dist):
@@ -136,18 +205,15 @@ def setup(cfg, flags, precision, dist, log):
     recorded in checkpoints); with --resume, restore everything but the RNG
     states (restored by resume_rng just before the first step)."""
     training = cfg.training
-    if precision.device_type == "cuda":
-        device = torch.device("cuda", dist.local_rank) if dist.enabled else torch.device(cfg.system.device)
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        device = torch.device(precision.device_type)
+    use_deterministic(cfg.system)
+    device = select_device(cfg.system, precision)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same big tensors every step
     cpu_flops, matmul_library, matmul_note = cpu_matmul_setup(cfg.system, precision, device, dist)
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
     micro_steps = micro_steps_per_rank(training, dist)
+    check_shared_out_dir(training.out_dir, dist)  # before any rank looks for a checkpoint there
     checkpoint, tracker_state = resume_point(training, log)
     if checkpoint:
         check_resume_compatible(cfg, checkpoint)
@@ -261,6 +327,7 @@ def run_provenance(run):
         "device": str(run.device),
         "dtype": run.precision.dtype,
         "compile": run.precision.compile,
+        "deterministic": run.cfg.system.deterministic,
         "cpu_matmul": cpu_matmul.library_of(run.raw_model),
         "torch_threads": torch.get_num_threads(),
         "world_size": run.dist.world_size,

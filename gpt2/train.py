@@ -36,6 +36,7 @@ import torch
 from gpt2 import cli, distributed
 from gpt2.checkpoint import rng_state, save_checkpoint
 from gpt2.errors import NonFiniteLossError, UsageError
+from gpt2.batches import SPLITS
 from gpt2.mfu import model_flops_utilization
 from gpt2.prepare_data import DataError
 from gpt2.configs import RunConfig
@@ -80,27 +81,40 @@ def train_step(run, lr):
     if run.cfg.training.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)  # clip the true gradients, not scaled ones
         torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.cfg.training.grad_clip)
+    scale = run.scaler.get_scale() if run.scaler.is_enabled() else None  # float16: one sync per step
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    run.pruner.step(run.iter_num)
+    # The scaler lowers its scale when it skipped the step for inf/NaN
+    # gradients: movement pruning must not add those to its scores.
+    run.pruner.step(run.iter_num, observe=scale is None or run.scaler.get_scale() >= scale)
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum / run.micro_steps
 
 
 @torch.no_grad()
 def estimate_losses(run):
-    """Mean loss over the same eval_iters batches of each split."""
+    """Mean loss over the same eval_iters batches of each split, shared out
+    over the ranks: rank r scores batches r, r + world_size, ...; summing the
+    per-batch losses over the ranks (zeros elsewhere: exact) gives every
+    rank the numbers one process computes."""
+    count, ranks = run.cfg.training.eval_iters, run.dist.world_size
+    losses = torch.zeros(len(SPLITS), count, device=run.device)
     run.eval_model.eval()
-    losses = {}
-    for split in ("train", "val"):
-        total = torch.zeros((), device=run.device)
-        for x, y in run.batches.eval_batches(split, run.cfg.training.eval_iters):
-            with run.precision.autocast():
-                _, loss = run.eval_model(x, y)
-            total += loss
-        losses[split] = (total / run.cfg.training.eval_iters).item()
+    for row, split in enumerate(SPLITS):
+        for i, (x, y) in enumerate(run.batches.eval_batches(split, count)):
+            if i % ranks == run.dist.rank:
+                with run.precision.autocast():
+                    _, loss = run.eval_model(x, y)
+                losses[row, i] = loss
     run.eval_model.train()
-    return losses
+    losses = run.dist.all_reduce_sum(losses)
+    means = {}
+    for row, split in enumerate(SPLITS):
+        total = torch.zeros((), device=run.device)
+        for loss in losses[row]:  # in order, one by one: the sums of runs before the sharding, to the bit
+            total += loss
+        means[split] = (total / count).item()
+    return means
 
 
 def check_finite(run, losses, what):
@@ -131,8 +145,9 @@ def checkpoint_state(run, rng_states):
 
 
 def evaluate(run):
-    """Estimate losses (rank 0), then checkpoint unless at iteration 0."""
-    losses = estimate_losses(run) if run.dist.is_main else {}
+    """Estimate losses (every rank its share), then checkpoint (rank 0)
+    unless at iteration 0."""
+    losses = estimate_losses(run)
     check_finite(run, list(losses.values()), "the eval loss")
     # Collective: every rank's generators, so a resumed DDP run continues
     # each rank's batches too.
@@ -264,7 +279,7 @@ def train(args, log=log_line):
     configs here, once; nothing after this reads `args`."""
     cfg = RunConfig.from_flags(vars(args))
     precision = resolve_precision(cfg.system, log=log if distributed.launched_rank() == 0 else no_log)
-    dist = distributed.start(precision.device_type)
+    dist = distributed.start(precision.device_type, cfg.system.dist_timeout)
     try:
         log = log if dist.is_main else no_log
         run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)

@@ -321,15 +321,16 @@ def test_listnewconfig_shows_options_a_preset_leaves_unset(tmp_path, capsys):
     assert not any(line.startswith("CONFIG_DEVICE=") for line in listed)
 
 
-def test_launch_command(tiny):
+def test_launch_command(tiny, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     settings = settings_of(tiny / "build" / "config.py")
     single = launch.command(settings, "build/train.args", ["--max-iters", "100"])
     assert single == [sys.executable, "-m", "gpt2.train", "@build/train.args", "--max-iters", "100"]
-    settings.update(NPROC_PER_NODE=2, NNODES=3)
+    settings.update(NPROC_PER_NODE=2, NNODES=3, RDZV_ENDPOINT="node0:29500")
     multi = launch.command(settings, "build/train.args", [])
     assert multi == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                      "--nnodes", "3", "--rdzv-backend", "c10d", "--rdzv-endpoint",
-                     "localhost:29500", "-m", "gpt2.train", "@build/train.args"]
+                     "node0:29500", "--rdzv-id", "gpt2lab", "-m", "gpt2.train", "@build/train.args"]
 
 
 def test_trackio_show_command(tiny, monkeypatch):

@@ -1,5 +1,7 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo) trains, and
-only rank 0 prints, checkpoints and writes the JSON."""
+only rank 0 prints, checkpoints and writes the JSON; the ranks share the
+evaluation out and get one process's numbers.  tests/test_multinode.py has
+the faults of multi-node runs."""
 
 import json
 import os
@@ -9,6 +11,8 @@ import sys
 
 import torch
 from train_support import TINY, shakespeare_flags
+
+from lib.trackers.journal import journal_path, read_journal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,10 +31,9 @@ def torchrun(data_dir, input_path, out_dir, *flags):
 def test_two_processes_train_and_only_rank_0_writes(shakespeare_data, shakespeare_path, tmp_path):
     out_dir = tmp_path / "out"
     # 4 accumulation steps in total: 2 micro-steps per rank, so no_sync is used.
-    result = torchrun(
-        shakespeare_data, shakespeare_path, out_dir,
-        "--max-iters", "4", "--eval-interval", "2", "--gradient-accumulation-steps", "4",
-    )  # fmt: skip
+    # BLAS matmuls (not the fastest measured): the same kernels as the one-process run below.
+    flags = ["--max-iters", "4", "--eval-interval", "2", "--gradient-accumulation-steps", "4", "--cpu-matmul", "blas"]
+    result = torchrun(shakespeare_data, shakespeare_path, out_dir, *flags)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     # Each line once: rank 1 prints nothing.
@@ -49,6 +52,21 @@ def test_two_processes_train_and_only_rank_0_writes(shakespeare_data, shakespear
     checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert len(checkpoint["rng"]) == 2  # each rank's generators, for an exact resume
     assert not torch.equal(*(r["batches"]["train_generator"] for r in checkpoint["rng"]))
+    # Each rank scored one of the 2 eval batches of each split: the same
+    # untrained losses as one process scoring both.
+    single = subprocess.run(
+        [sys.executable, "gpt2/train.py", *TINY, *shakespeare_flags(shakespeare_data, shakespeare_path),
+         "--out-dir", str(tmp_path / "single"), *flags],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    assert val_loss_at_0(out_dir) == val_loss_at_0(tmp_path / "single")  # exactly, as journaled
+
+
+def val_loss_at_0(out_dir):
+    (loss,) = [r["metrics"]["val/loss"] for r in read_journal(journal_path(out_dir))
+               if r["kind"] == "log" and r["step"] == 0 and "val/loss" in r["metrics"]]  # fmt: skip
+    return loss
 
 
 def test_accumulation_not_divisible_by_the_processes_is_one_error_line(

@@ -2,7 +2,8 @@
 
 A method is a module lib/pruning/<name>.py, <name> being its
 --pruning-method value, exposing its pruner class as PRUNER:
-PRUNER(model, optimizer, schedule) with step(iter_num),
+PRUNER(model, optimizer, schedule) with step(iter_num, observe=True)
+(observe=False after a step a gradient scaler skipped for inf/NaN gradients),
 current_target(iter_num), state_dict() and load_state_dict().  Its entry
 PRUNING_<NAME> goes in lib/pruning/Kconfig.  Nothing else lists the methods:
 modules are found with pkgutil (names starting with "_" are the shared

@@ -44,9 +44,12 @@ class MaskPruner:
         return self.schedule.target(iter_num)
 
     @torch.no_grad()
-    def step(self, iter_num):
-        """Call right after optimizer.step(): update masks on schedule, then apply them."""
-        self.observe()
+    def step(self, iter_num, observe=True):
+        """Call right after optimizer.step(): update masks on schedule, then
+        apply them.  observe=False: the step was skipped (a gradient scaler
+        found inf/NaN gradients), so its gradients are not observed."""
+        if observe:
+            self.observe()
         target = self.schedule.target(iter_num)
         if self.schedule.is_update(iter_num) and target > self.applied_sparsity:
             for name, weight in self.weights.items():

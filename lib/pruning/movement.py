@@ -3,7 +3,9 @@
 Score -sum_t w_t * grad_t, accumulated at every step(): weights moving away
 from zero are kept.  This reads p.grad, so the loop must call, in order:
 backward -> optimizer.step() -> pruner.step(iter_num) -> zero_grad().  The
-learning-rate factor of the paper's score is left out.
+learning-rate factor of the paper's score is left out.  A float16 step the
+gradient scaler skipped (inf/NaN gradients) is not observed (step(...,
+observe=False)): one inf would stay in the scores for good.
 """
 
 import torch

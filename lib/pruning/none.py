@@ -7,7 +7,7 @@ class NoPruner:
     def __init__(self, model, optimizer, schedule):
         pass
 
-    def step(self, iter_num):
+    def step(self, iter_num, observe=True):
         pass
 
     def current_target(self, iter_num):

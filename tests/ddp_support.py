@@ -1,0 +1,39 @@
+"""gpt2.train under torchrun with a fault of a real cluster injected, for
+tests/test_multinode.py (run as the script torchrun starts):
+
+  GPT2LAB_TEST_PREPARE_DELAY=S  preparing the dataset takes S seconds more
+                                (FineWeb-Edu takes hours)
+  GPT2LAB_TEST_RANK1_CWD=DIR    rank 1 runs in DIR, so a relative --out-dir
+                                names another folder there, as on a node that
+                                does not share the filesystem
+  GPT2LAB_TEST_RANK1_NO_DATA=1  rank 1 finds no prepared data anywhere, as on
+                                a node without rank 0's --data-dir
+"""
+
+import os
+import sys
+import time
+
+import gpt2.prepare_data as prepare_data
+from gpt2 import train
+
+
+def main():
+    delay = float(os.environ.get("GPT2LAB_TEST_PREPARE_DELAY", "0"))
+    if delay:
+        prepare = prepare_data._prepare
+
+        def slow_prepare(*args, **kwargs):
+            time.sleep(delay)
+            return prepare(*args, **kwargs)
+
+        prepare_data._prepare = slow_prepare
+    if os.environ.get("GPT2LAB_TEST_RANK1_CWD") and os.environ["RANK"] == "1":
+        os.chdir(os.environ["GPT2LAB_TEST_RANK1_CWD"])
+    if os.environ.get("GPT2LAB_TEST_RANK1_NO_DATA") and os.environ["RANK"] == "1":
+        prepare_data.read_finished_meta = lambda folder: None
+    return train.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
