@@ -42,11 +42,14 @@ def stop_status(signum):
 
 
 class StoppedBySignal(Exception):
-    """The run stopped on a signal after writing its checkpoint."""
+    """The run stopped on a signal after writing its checkpoint.  `signals`:
+    the StopSignals still catching signals until the exit line is out
+    (restore() them then)."""
 
-    def __init__(self, signum, iter_num, checkpoint_path):
+    def __init__(self, signum, iter_num, checkpoint_path, signals=None):
         self.signum = signum
         self.status = stop_status(signum)
+        self.signals = signals
         super().__init__(
             f"stopped by {signal_name(signum)} at iter {iter_num}; the checkpoint {checkpoint_path} holds that "
             f"step: add --resume to the same command to continue (exit status {self.status})"
@@ -71,7 +74,23 @@ class StopSignals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type, exc, traceback):
+        # After a stop the handlers stay until restore(): the process is on
+        # its way out, and a signal now (torchrun sends SIGTERM to the
+        # workers still running once one of them has exited) must not kill
+        # it before its exit line.
+        if self.received is None or exc_type is not None:
+            self.restore()
+        return False
+
+    def ignore(self):
+        """Ignore the stop signals from now on, through the interpreter's
+        own shutdown too (which would reset a Python handler to the default)."""
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def restore(self):
+        """Put the handlers from before __enter__ back."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

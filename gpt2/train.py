@@ -27,6 +27,7 @@ if __name__ == "__main__" and not __package__:
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -315,7 +316,7 @@ def train(args, log=log_line):
                 # no rank tears the process group down under another still using it.
                 dist.barrier()
             if run.stopped_by:
-                raise StoppedBySignal(run.stopped_by, run.iter_num, Path(cfg.training.out_dir) / LATEST)
+                raise StoppedBySignal(run.stopped_by, run.iter_num, Path(cfg.training.out_dir) / LATEST, run.stop)
             return metrics
     finally:
         distributed.stop(dist)
@@ -329,6 +330,7 @@ def main(argv=None):
     (gpt2/preemption.py); 130 also after Ctrl-C before training started
     (then --resume continues from the last checkpoint, if any)."""
     args = cli.parse_args(argv)
+    stopped = None
     try:
         train(args)
         return 0
@@ -337,11 +339,18 @@ def main(argv=None):
     except OSError as e:  # a file or folder of the run cannot be written or read (full disk, permissions)
         message, status = f"error: {e.strerror or e}: {e.filename}; check --out-dir, --data-dir and --json-output", 1
     except StoppedBySignal as e:
-        message, status = str(e), e.status
+        message, status, stopped = str(e), e.status, e.signals
     except KeyboardInterrupt:
         message, status = f"interrupted; --resume continues from the last checkpoint in {args.out_dir}", 130
     if distributed.launched_rank() == 0:
         print(message, file=sys.stderr, flush=True)
+    # After a stop the signal handlers are held until the line is out
+    # (gpt2/preemption.py).  A torchrun worker then ignores them to its exit:
+    # torchrun sends SIGTERM to the workers left once one has exited.
+    if stopped is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        stopped.ignore()
+    elif stopped is not None:
+        stopped.restore()
     return status
 
 

@@ -145,7 +145,8 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(shakespeare_data, s
     rest, err = agent.communicate(timeout=300)
     before = "".join(seen) + rest
     step = stopped_at(err, "SIGTERM")
-    assert "exitcode  : 143" in err or "exit code 143" in err or agent.returncode != 0
+    # Each worker exits 143; torchrun reports that as its workers' failure.
+    assert agent.returncode == 1 and len(re.findall(r"exitcode\s*: 143 ", err)) == 2, err[-3000:]
     checkpoint = torch.load(out / LATEST, weights_only=True)
     assert checkpoint["iter_num"] == step and len(checkpoint["rng"]) == 2
 
