@@ -218,8 +218,8 @@ def test_out_dir_under_a_file_is_one_line_before_training(shakespeare_data, tmp_
     result = train(tiny_train_args(shakespeare_data, out, "wandb"), cwd=REPO_ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write {journal_path(out)} (Not a directory); choose a writable --out-dir"
-    )
+        f"error: --out-dir {out} cannot be written (Not a directory); choose a writable folder"
+    )  # found by the out-dir's lock (gpt2/out_dir_lock.py), before anything else
     assert "Traceback" not in result.stderr
     assert not re.search(r"^(eval|iter) \d+ \|", result.stdout + result.stderr, re.MULTILINE)  # no step ran
     assert not list(Path(os.environ["WANDB_DIR"]).rglob("offline-run-*"))  # no W&B run was started
