@@ -25,6 +25,7 @@ from tracking_support import (
     TRAIN,
     TRAIN_METRICS,
     VAL_METRICS,
+    WANDB_SYNC,
     assert_each_step_once,
     blocked_package_env,
     journal_points,
@@ -147,6 +148,28 @@ def test_kill_and_resume_shows_each_step_once(shakespeare_data, tmp_path):
             steps = steps_of(points[key])
             assert len(steps) == len(set(steps)), f"{backend} {key}: a step appears twice: {steps}"
             assert set(steps) == set(by_step), f"{backend} {key}: {sorted(steps)} != {sorted(by_step)}"
+
+    # `make wandb-sync` on these folders: one `wandb sync` call with both
+    # sessions, oldest first (what the installed wandb syncs into one run);
+    # a session already synced (wandb's .wandb.synced marker) is skipped.
+    files = offline_run_files(wandb_state["wandb_dir"], wandb_state["run_id"])
+    folders = [path.parent for path in files]
+    assert len(folders) == 2
+
+    def sync_dry_run():
+        command = [sys.executable, str(WANDB_SYNC), "--wandb-dir", wandb_state["wandb_dir"], "--dry-run"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=own_env())
+        assert result.returncode == 0, result.stderr
+        return result
+
+    listed = sync_dry_run()
+    assert (f"wandb-sync: run {wandb_state['run_id']}: 2 sessions (resumed), synced in this order into that one "
+            f"run: {folders[0].name}, {folders[1].name}") in listed.stdout.splitlines()  # fmt: skip
+    assert f"wandb-sync: -m wandb sync --dry-run {folders[0]} {folders[1]}" in listed.stdout.splitlines()
+    assert "Would sync 2 run(s)" in listed.stderr and all(path.name in listed.stderr for path in files)
+    files[0].with_suffix(".wandb.synced").touch()
+    again = sync_dry_run()
+    assert "Would sync 1 run(s)" in again.stderr and "Skipped 1 synced run(s)" in again.stderr
 
 
 SITECUSTOMIZE_LOCKED_DB = """
