@@ -157,10 +157,11 @@ def evaluate(run):
     return losses
 
 
-def save_at_stop(run):
+def save_at_stop(run, loss):
     """Checkpoint at this step without evaluating (a stop on a signal between
     evaluations: the grace period is short); every rank's generators, as in
-    evaluate().  A collective."""
+    evaluate(), and never a diverged model (`loss`: this step's).  A collective."""
+    check_finite(run, [loss.item()], "the training loss")
     rng_states = run.dist.gather({"global": rng_state(), "batches": run.batches.state_dict()})
     if run.dist.is_main:
         save_checkpoint(run.cfg.training.out_dir, checkpoint_state(run, rng_states), is_best=False)
@@ -245,7 +246,7 @@ def loop(run):
         if reason not in (None, "time"):
             run.stopped_by = reason
         if run.stopped_by and run.iter_num % training.eval_interval:
-            save_at_stop(run)  # no evaluation: the resumed run goes on as if never stopped
+            save_at_stop(run, loss)  # no evaluation: the resumed run goes on as if never stopped
         elif done or run.iter_num % training.eval_interval == 0:
             losses = evaluate(run)
             interval_start, interval_iters = time.time(), 0
