@@ -14,10 +14,11 @@ through oneDNN only once its nn.Linear layers are swapped for OneDNNLinear
 (`swap_linears`, called by gpt2/cpu_fast_paths.py at run setup), and the
 chunked loss only when it is given "onednn" (gpt2/linear_cross_entropy.py).
 Every other model in the process keeps torch's own path.  `choose` picks
-the library for --cpu-matmul: "auto" times both at start-up and takes
-oneDNN where it is clearly faster (MIN_SPEEDUP), so a machine where the two
-are close keeps the same choice run after run (a resumed run then continues
-with the same arithmetic).
+the library for --cpu-matmul: "auto" takes oneDNN where it is clearly
+faster (MIN_SPEEDUP) in the machine's timing, which is taken once and kept
+(gpt2/machine_profile.py), so the choice cannot flip between runs; and a
+resumed run keeps the library its checkpoint recorded (gpt2/run_setup.py),
+so it continues with the same arithmetic.
 
 The operator is internal to PyTorch: `available()` checks that it exists
 and agrees with torch.mm before anything uses it, so another PyTorch

@@ -91,6 +91,27 @@ def read_finished_meta(folder):
     return meta
 
 
+def damage(folder):
+    """What is wrong with `folder` if it is finished (its meta.json is
+    there, written last) but a token file does not hold the tokens
+    meta.json counts (cut short by a full disk or a partial copy, or
+    altered since); None otherwise."""
+    try:
+        meta = json.loads((folder / META).read_text())
+        expected = {split: 2 * int(meta[f"{split}_tokens"]) for split in SPLITS}  # uint16 tokens
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no finished data there: prepared as usual
+    for split, size in expected.items():
+        path = folder / f"{split}.bin"
+        try:
+            actual = f"{path.stat().st_size:,} bytes"
+        except FileNotFoundError:
+            actual = "missing"
+        if actual != f"{size:,} bytes":
+            return f"the prepared {path} is damaged ({actual}; {META} expects {size:,} bytes, {size // 2:,} tokens)"
+    return None
+
+
 def _matches(meta, request):
     """Whether finished data answers the request.  Without --input any source
     of the dataset will do (so an offline machine reuses what it has); with
@@ -263,6 +284,14 @@ def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers
         "max_tokens": max_tokens or None,
     }
     folder = Path(data_dir).expanduser().resolve() / dataset
+    damaged = damage(folder)
+    if damaged and not path:  # preparing again would download: let the user decide
+        raise DataError(
+            f"{damaged}; delete the folder {folder} and run again to prepare it anew, "
+            "or give the source text with --data-input (prepare_data.py: --input)"
+        )
+    if damaged:
+        log(f"notice: {damaged}; preparing it again from {path}")
     meta = read_finished_meta(folder)
     if meta and _matches(meta, request):
         log(

@@ -9,6 +9,7 @@ might draw random numbers while being built.
 
 import math
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt2 import cpu_matmul
+from gpt2 import cpu_matmul, machine_profile
 from gpt2.batches import Batches
 from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu_allocator import keep_freed_memory
@@ -55,6 +56,9 @@ class Run:
     peak_flops: float | None
     log: object
     tracker_resume_state: dict | None = None  # --resume before any checkpoint: the journal's runs
+    stop: object = None  # gpt2/preemption.py StopSignals, while the loop runs
+    stopped_by: int | None = None  # the signal the loop stopped on
+    mfu_warned: bool = False  # the MFU-above-100% warning was printed
     iter_num: int = 0
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
@@ -149,26 +153,83 @@ def use_deterministic(system):
         torch.backends.cudnn.benchmark = False
 
 
-def cpu_matmul_setup(system, precision, device, dist):
-    """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py)
-    from the speeds rank 0 measures, the same one on every rank; a compiled
-    model leaves the choice to torch.compile.  Returns the measured FLOP/s
-    per library (the MFU peak; {} off CPU and on the other ranks), the
-    library for use_cpu_fast_paths ("blas" off CPU and when compiled) and a
-    note for the start-up line."""
+def cpu_matmul_setup(system, precision, device, dist, recorded, log):
+    """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py),
+    the same one on every rank; a compiled model leaves the choice to
+    torch.compile.  "auto" takes the library `recorded` in the checkpoint
+    being resumed (the two libraries' losses differ in the 4th decimal, so a
+    resumed run continues on the same arithmetic), else decides from this
+    machine's kept speeds (gpt2/machine_profile.py: measured once per
+    machine, so the choice never flips between runs).  Returns the speeds
+    per library (the MFU peak; {} off CPU and on the other ranks) and the
+    library for use_cpu_fast_paths ("blas" off CPU and when compiled)."""
     if device.type != "cpu":
-        return {}, "blas", ""
+        return {}, "blas"
     flops, backend, error = {}, None, None
     if dist.is_main:  # the others would only slow its timing down
-        flops = cpu_matmul_flops()
+        flops = machine_profile.cpu_matmul_profile(cpu_matmul_flops, log)
         try:
             backend = "blas" if precision.compile else cpu_matmul.choose(system.cpu_matmul, flops)
         except UsageError as e:
             error = str(e)
+        if backend and recorded and not precision.compile and recorded != backend:
+            if system.cpu_matmul == "auto" and (recorded == "blas" or cpu_matmul.available()):
+                log(f"notice: --resume: {matmul_name(recorded)} matmuls, as the checkpoint's run "
+                    f"(auto would take {matmul_name(backend)} here)")
+                backend = recorded
+            else:
+                log(f"notice: --cpu-matmul {backend}: the checkpoint's run used {matmul_name(recorded)}; "
+                    "losses will differ slightly from an uninterrupted run")
     backend, error = dist.gather((backend, error))[0]
     if error:
         raise UsageError(error)
-    return flops, backend, "" if precision.compile else f", {'oneDNN' if backend == 'onednn' else 'BLAS'} matmuls"
+    return flops, backend
+
+
+def matmul_name(library):
+    return "oneDNN" if library == "onednn" else "BLAS"
+
+
+def matmul_path(run):
+    """The CPU matmul library the run computes with, for its checkpoint and
+    its record: "blas" or "onednn"; None off CPU and when compiled (then
+    torch decides)."""
+    if run.device.type != "cpu" or run.precision.compile:
+        return None
+    return cpu_matmul.library_of(run.raw_model)
+
+
+def check_output_paths(training):
+    """Create --json-output's folder, and check that a file can be written
+    there, before step 0 rather than when the metrics are written at the
+    end.  (--out-dir is checked by its lock, gpt2/out_dir_lock.py.)"""
+    if not training.json_output:
+        return
+    folder = Path(training.json_output).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
+        probe.close()
+    except OSError as exc:
+        reason = "a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        raise UsageError(
+            f"--json-output {training.json_output}: cannot write into {folder} ({reason}); "
+            "give a file in a writable folder"
+        ) from None
+
+
+def on_rank_0(dist, check, *args):
+    """check(*args) on rank 0 only; every rank raises its UsageError (a
+    collective: no rank is left waiting for one that stopped)."""
+    error = None
+    if dist.is_main:
+        try:
+            check(*args)
+        except UsageError as exc:
+            error = str(exc)
+    error = dist.gather(error)[0]
+    if error:
+        raise UsageError(error)
 
 
 def micro_steps_per_rank(training, dist):
@@ -209,12 +270,14 @@ def setup(cfg, flags, precision, dist, log):
     device = select_device(cfg.system, precision)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the same big tensors every step
-    cpu_flops, matmul_library, matmul_note = cpu_matmul_setup(cfg.system, precision, device, dist)
+    on_rank_0(dist, check_output_paths, training)
+    check_shared_out_dir(training.out_dir, dist)  # before any rank looks for a checkpoint there
+    checkpoint, tracker_state = resume_point(training, log)
+    recorded_matmul = checkpoint.get("cpu_matmul") if checkpoint else None
+    cpu_flops, matmul_library = cpu_matmul_setup(cfg.system, precision, device, dist, recorded_matmul, log)
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
     micro_steps = micro_steps_per_rank(training, dist)
-    check_shared_out_dir(training.out_dir, dist)  # before any rank looks for a checkpoint there
-    checkpoint, tracker_state = resume_point(training, log)
     if checkpoint:
         check_resume_compatible(cfg, checkpoint)
     data_dir = prepared_data_dir(cfg.data, dist, log)
@@ -255,6 +318,8 @@ def setup(cfg, flags, precision, dist, log):
         log=log,
         tracker_resume_state=tracker_state,
     )
+    library = matmul_path(run)
+    matmul_note = f", {matmul_name(library)} matmuls" if library else ""
     log(
         f"model {cfg.model.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
         f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "

@@ -27,21 +27,25 @@ if __name__ == "__main__" and not __package__:
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
 from gpt2 import cli, distributed
-from gpt2.checkpoint import rng_state, save_checkpoint
-from gpt2.errors import NonFiniteLossError, UsageError
 from gpt2.batches import SPLITS
-from gpt2.mfu import model_flops_utilization
+from gpt2.checkpoint import LATEST, rng_state, save_checkpoint
+from gpt2.errors import NonFiniteLossError, UsageError
+from gpt2.mfu import above_peak_warning, model_flops_utilization
+from gpt2.out_dir_lock import out_dir_lock
+from gpt2.preemption import StopSignals, StoppedBySignal, signal_name
 from gpt2.prepare_data import DataError
 from gpt2.configs import RunConfig
 from gpt2.run_config import model_config_dict, resolve_precision
-from gpt2.run_setup import open_run_trackers, plain_flags, resume_rng, setup
+from gpt2.run_setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
 from gpt2.schedule import learning_rate
 from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
@@ -141,6 +145,7 @@ def checkpoint_state(run, rng_states):
         "rng": rng_states,  # one entry per rank
         "args": run.flags,
         "trackers": run.trackers.state_dict(),
+        "cpu_matmul": matmul_path(run),  # --resume continues on the same arithmetic
     }
 
 
@@ -167,6 +172,17 @@ def evaluate(run):
     return losses
 
 
+def save_at_stop(run, loss):
+    """Checkpoint at this step without evaluating (a stop on a signal between
+    evaluations: the grace period is short); every rank's generators, as in
+    evaluate(), and never a diverged model (`loss`: this step's).  A collective."""
+    check_finite(run, [loss.item()], "the training loss")
+    rng_states = run.dist.gather({"global": rng_state(), "batches": run.batches.state_dict()})
+    if run.dist.is_main:
+        save_checkpoint(run.cfg.training.out_dir, checkpoint_state(run, rng_states), is_best=False)
+        run.log(f"checkpoint {run.iter_num} | written on {signal_name(run.stopped_by)}")
+
+
 # ----------------------------------------------------------------------------
 # The loop
 
@@ -191,21 +207,29 @@ def report_progress(run, loss, lr, seconds_per_iter):
         )
         metrics["train/mfu"] = mfu
         line += f" | mfu {mfu * 100:.1f}%"
+        if mfu > 1.0 and not run.mfu_warned:  # only an underestimated peak does that: say so, once
+            run.mfu_warned = True
+            run.log(above_peak_warning(mfu, run.peak_flops, run.device))
     run.trackers.log(metrics, step=run.iter_num)
     run.log(line + f" | sparsity {current_sparsity:.2f}")
 
 
-def out_of_time(run):
-    """Whether --max-time is used up (all ranks agree: one tiny collective
-    per step under DDP, only when a limit is set)."""
+def stop_reason(run):
+    """None to go on; "time" once --max-time is used up; or the number of
+    the signal (gpt2/preemption.py) that asks this run to stop.  Every rank
+    gets the same answer at the same step: one tiny collective per step
+    under DDP, a second one only when stopping."""
     max_time = run.cfg.training.max_time
-    if max_time <= 0:
-        return False
-    return run.dist.any_rank(run.training_time >= max_time, run.device)
+    signalled = run.stop is not None and run.stop.received is not None
+    if not run.dist.any_rank(signalled or 0 < max_time <= run.training_time, run.device):
+        return None
+    signals = [signum for signum in run.dist.gather(run.stop.received if signalled else None) if signum]
+    return signals[0] if signals else "time"
 
 
 def loop(run):
-    """Train until --max-iters or --max-time; returns the last eval's losses."""
+    """Train until --max-iters, --max-time or a stop signal (then
+    run.stopped_by is set); returns the last eval's losses."""
     training = run.cfg.training
     session_start = time.time()
     base_time = run.training_time
@@ -232,8 +256,13 @@ def loop(run):
             if run.dist.is_main:
                 report_progress(run, loss_value, lr, (time.time() - interval_start) / interval_iters)
             interval_start, interval_iters = time.time(), 0
-        done = run.iter_num >= training.max_iters or out_of_time(run)
-        if done or run.iter_num % training.eval_interval == 0:
+        reason = None if run.iter_num >= training.max_iters else stop_reason(run)
+        done = reason is not None or run.iter_num >= training.max_iters
+        if reason not in (None, "time"):
+            run.stopped_by = reason
+        if run.stopped_by and run.iter_num % training.eval_interval:
+            save_at_stop(run, loss)  # no evaluation: the resumed run goes on as if never stopped
+        elif done or run.iter_num % training.eval_interval == 0:
             losses = evaluate(run)
             interval_start, interval_iters = time.time(), 0
     run.training_time = base_time + time.time() - session_start
@@ -266,9 +295,11 @@ def report_final(run, losses):
     run.trackers.summary(metrics)
     if run.cfg.training.json_output:
         write_json(run.cfg.training.json_output, metrics)
+    library = matmul_path(run)
     run.log(
         f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
         f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
+        + (f" | {matmul_name(library)} matmuls" if library else "")
     )
     return metrics
 
@@ -282,28 +313,40 @@ def train(args, log=log_line):
     dist = distributed.start(precision.device_type, cfg.system.dist_timeout)
     try:
         log = log if dist.is_main else no_log
-        run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)
-        run.trackers = open_run_trackers(run, checkpoint, train_args=cli.command_line(args))
-        try:
-            if checkpoint:
-                resume_rng(run, checkpoint)
-                checkpoint = None  # its tensors are copied into the run; free them for the whole training
-            losses = loop(run)
-            metrics = report_final(run, losses) if dist.is_main else None
-        finally:
-            run.trackers.finish()
-        # The other ranks wait here until rank 0 has written its files, so
-        # no rank tears the process group down under another still using it.
-        dist.barrier()
-        return metrics
+        # One run per --out-dir (gpt2/out_dir_lock.py), for the whole run.
+        with out_dir_lock(cfg.training.out_dir, dist):
+            run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)
+            run.trackers = open_run_trackers(run, checkpoint, train_args=cli.command_line(args))
+            # SIGTERM, SIGUSR1 and SIGINT stop the loop with a checkpoint
+            # (gpt2/preemption.py), and cannot cut the trackers' closing short.
+            with StopSignals(announce=dist.is_main) as run.stop:
+                try:
+                    if checkpoint:
+                        resume_rng(run, checkpoint)
+                        checkpoint = None  # its tensors are copied into the run; free them for the whole training
+                    losses = loop(run)
+                    metrics = report_final(run, losses) if dist.is_main and not run.stopped_by else None
+                finally:
+                    run.trackers.finish()
+                # The other ranks wait here until rank 0 has written its files, so
+                # no rank tears the process group down under another still using it.
+                dist.barrier()
+            if run.stopped_by:
+                raise StoppedBySignal(run.stopped_by, run.iter_num, Path(cfg.training.out_dir) / LATEST, run.stop)
+            return metrics
     finally:
         distributed.stop(dist)
 
 
 def main(argv=None):
     """Command-line entry point.  Exit status 0; 1 after an error a user can
-    fix (one `error:` line on stderr, no traceback); 130 after Ctrl-C."""
+    fix (one `error:` line on stderr, no traceback); 128 + the signal's
+    number after a stop on SIGTERM (143), SIGUSR1 (138) or SIGINT/Ctrl-C
+    (130) during training, with a checkpoint at the step it stopped at
+    (gpt2/preemption.py); 130 also after Ctrl-C before training started
+    (then --resume continues from the last checkpoint, if any)."""
     args = cli.parse_args(argv)
+    stopped = None
     try:
         train(args)
         return 0
@@ -311,10 +354,19 @@ def main(argv=None):
         message, status = f"error: {e}", 1
     except OSError as e:  # a file or folder of the run cannot be written or read (full disk, permissions)
         message, status = f"error: {e.strerror or e}: {e.filename}; check --out-dir, --data-dir and --json-output", 1
+    except StoppedBySignal as e:
+        message, status, stopped = str(e), e.status, e.signals
     except KeyboardInterrupt:
         message, status = f"interrupted; --resume continues from the last checkpoint in {args.out_dir}", 130
     if distributed.launched_rank() == 0:
         print(message, file=sys.stderr, flush=True)
+    # After a stop the signal handlers are held until the line is out
+    # (gpt2/preemption.py).  A torchrun worker then ignores them to its exit:
+    # torchrun sends SIGTERM to the workers left once one has exited.
+    if stopped is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        stopped.ignore()
+    elif stopped is not None:
+        stopped.restore()
     return status
 
 

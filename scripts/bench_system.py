@@ -51,7 +51,7 @@ def matmul_peak(seconds):
     """{library: best float32 FLOP/s over PEAK_SIZES}, `seconds` for each
     size, for torch.mm's BLAS and, where available, oneDNN
     (gpt2/cpu_matmul.py): the machine's peak is the fastest of them."""
-    per_size = [cpu_matmul_flops(seconds, size) for size in PEAK_SIZES]
+    per_size = [cpu_matmul_flops(seconds, size, rounds=1) for size in PEAK_SIZES]  # bench repeats it itself
     return {library: max(flops[library] for flops in per_size) for library in per_size[0]}
 
 

@@ -49,6 +49,9 @@ def pytest_configure(config):
     global _session_scratch
     _session_scratch = tempfile.mkdtemp(prefix="gpt2lab-tests-")
     _point_at_scratch(os.environ.__setitem__, _session_scratch)
+    # gpt2/machine_profile.py's cache: one per session, not ~/.cache, and not
+    # one per test (each would measure the CPU again, about a second).
+    os.environ["XDG_CACHE_HOME"] = os.path.join(_session_scratch, "xdg_cache")
 
 
 def pytest_unconfigure(config):

@@ -244,8 +244,37 @@ def test_meta_with_truncated_bin_is_redone(tmp_path):
         f.truncate(4)
     lines = []
     ensure_prepared("shakespeare", tmp_path, input_path=source, log=lines.append)
+    assert lines[0] == (
+        f"notice: the prepared {folder / 'train.bin'} is damaged (4 bytes; meta.json expects "
+        f"{2 * json.loads((folder / 'meta.json').read_text())['train_tokens']:,} bytes, "
+        f"{json.loads((folder / 'meta.json').read_text())['train_tokens']:,} tokens); "
+        f"preparing it again from {source}"
+    )
     assert lines[-1].startswith("prepared shakespeare")
     check_meta_matches_files(folder)
+
+
+def test_damaged_prepared_data_without_input_says_so_instead_of_downloading(tmp_path, monkeypatch, capsys):
+    """Without --input, preparing again would download the corpus: a damaged
+    train.bin is an error naming the file, the expected size and the fix."""
+    source = tmp_path / "corpus.txt"
+    source.write_text("Some text.\nMore text.\n" * 20)
+    folder = ensure_prepared("shakespeare", tmp_path / "data", input_path=source, log=lambda *a: None)
+    tokens = json.loads((folder / "meta.json").read_text())["train_tokens"]
+    with open(folder / "train.bin", "r+b") as f:
+        f.truncate(10)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a damaged prepared folder must not start a download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    assert prepare_data.main(["--dataset", "shakespeare", "--data-dir", str(tmp_path / "data")]) == 1
+    assert capsys.readouterr().err == (
+        f"error: the prepared {folder / 'train.bin'} is damaged (10 bytes; meta.json expects {2 * tokens:,} bytes, "
+        f"{tokens:,} tokens); delete the folder {folder} and run again to prepare it anew, "
+        "or give the source text with --data-input (prepare_data.py: --input)\n"
+    )
+    assert (folder / "train.bin").stat().st_size == 10  # left as it was, for the user to look at
 
 
 def test_bad_document_leaves_nothing_half_written(tmp_path):

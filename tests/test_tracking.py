@@ -25,6 +25,7 @@ from tracking_support import (
     TRAIN,
     TRAIN_METRICS,
     VAL_METRICS,
+    WANDB_SYNC,
     assert_each_step_once,
     blocked_package_env,
     journal_points,
@@ -148,6 +149,28 @@ def test_kill_and_resume_shows_each_step_once(shakespeare_data, tmp_path):
             assert len(steps) == len(set(steps)), f"{backend} {key}: a step appears twice: {steps}"
             assert set(steps) == set(by_step), f"{backend} {key}: {sorted(steps)} != {sorted(by_step)}"
 
+    # `make wandb-sync` on these folders: one `wandb sync` call with both
+    # sessions, oldest first (what the installed wandb syncs into one run);
+    # a session already synced (wandb's .wandb.synced marker) is skipped.
+    files = offline_run_files(wandb_state["wandb_dir"], wandb_state["run_id"])
+    folders = [path.parent for path in files]
+    assert len(folders) == 2
+
+    def sync_dry_run():
+        command = [sys.executable, str(WANDB_SYNC), "--wandb-dir", wandb_state["wandb_dir"], "--dry-run"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=own_env())
+        assert result.returncode == 0, result.stderr
+        return result
+
+    listed = sync_dry_run()
+    assert (f"wandb-sync: run {wandb_state['run_id']}: 2 sessions (resumed), synced in this order into that one "
+            f"run: {folders[0].name}, {folders[1].name}") in listed.stdout.splitlines()  # fmt: skip
+    assert f"wandb-sync: -m wandb sync --dry-run {folders[0]} {folders[1]}" in listed.stdout.splitlines()
+    assert "Would sync 2 run(s)" in listed.stderr and all(path.name in listed.stderr for path in files)
+    files[0].with_suffix(".wandb.synced").touch()
+    again = sync_dry_run()
+    assert "Would sync 1 run(s)" in again.stderr and "Skipped 1 synced run(s)" in again.stderr
+
 
 SITECUSTOMIZE_LOCKED_DB = """
 # Injected by tests/test_tracking.py: from step 10 on, Trackio's database
@@ -218,8 +241,8 @@ def test_out_dir_under_a_file_is_one_line_before_training(shakespeare_data, tmp_
     result = train(tiny_train_args(shakespeare_data, out, "wandb"), cwd=REPO_ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write {journal_path(out)} (Not a directory); choose a writable --out-dir"
-    )
+        f"error: --out-dir {out} cannot be written (Not a directory); choose a writable folder"
+    )  # found by the out-dir's lock (gpt2/out_dir_lock.py), before anything else
     assert "Traceback" not in result.stderr
     assert not re.search(r"^(eval|iter) \d+ \|", result.stdout + result.stderr, re.MULTILINE)  # no step ran
     assert not list(Path(os.environ["WANDB_DIR"]).rglob("offline-run-*"))  # no W&B run was started

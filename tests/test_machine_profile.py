@@ -1,0 +1,150 @@
+"""Start-up measurements that pick a number or a code path are taken once per
+machine (gpt2/machine_profile.py): the CPU peak is the best of several
+rounds, so a busy start-up cannot push MFU over 100%, and an MFU above 100%
+is never logged without a warning; `--cpu-matmul auto` never flips between
+runs, and a resumed run computes through the library its checkpoint
+recorded, whatever the timing says now."""
+
+import json
+import re
+
+import pytest
+import torch
+from train_support import TINY, shakespeare_flags
+
+from gpt2 import cpu_matmul, machine_profile
+from gpt2.checkpoint import load_checkpoint
+from gpt2.mfu import cpu_matmul_flops, model_flops_utilization
+from gpt2.train import main
+
+IDLE = {"blas": 100e9, "onednn": 200e9}
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """An empty user cache folder for this test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def keep_profile(flops):
+    """Write `flops` as this machine's kept profile, as a run would."""
+    machine_profile.cpu_matmul_profile(lambda: dict(flops), log=print)
+
+
+def test_a_busy_round_does_not_lower_the_peak():
+    # Another process takes the CPU for the first rounds: they read a third.
+    busy_rounds = {"blas": [1 / 3, 1 / 3, 1.0, 1 / 3, 1.0], "onednn": [1 / 3, 1.0, 1 / 3, 1 / 3, 1 / 3]}
+
+    def measure(seconds, size, backend):
+        return IDLE[backend] * busy_rounds[backend].pop(0)
+
+    assert cpu_matmul_flops(rounds=5, measure=measure) == IDLE
+
+
+def test_the_peak_is_measured_once_per_machine_and_kept(cache_home):
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return dict(IDLE)
+
+    assert machine_profile.cpu_matmul_profile(measure) == IDLE
+    assert machine_profile.cpu_matmul_profile(lambda: {"blas": 1.0}) == IDLE  # a later, busy start
+    assert calls == [1]
+    kept = json.loads((cache_home / "gpt2lab" / "machine.json").read_text())
+    (key,) = kept
+    assert f"torch {torch.__version__}" in key and machine_profile.cpu_model() in key
+    assert kept[key]["cpu_matmul_flops"] == IDLE
+
+
+def test_a_damaged_cache_is_measured_over(cache_home):
+    path = cache_home / "gpt2lab" / "machine.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert machine_profile.cpu_matmul_profile(lambda: dict(IDLE)) == IDLE
+    assert json.loads(path.read_text())[machine_profile.machine_key()]["cpu_matmul_flops"] == IDLE
+
+
+@pytest.fixture
+def argv_into(shakespeare_data, shakespeare_path, tmp_path):
+    """The tiny run's arguments, writing into tmp_path/<name> and <name>.json."""
+
+    def argv(name):
+        return [*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(tmp_path / name),
+                "--json-output", str(tmp_path / f"{name}.json"), "--dropout", "0.1", "--seed", "3",
+                "--eval-interval", "3", "--lr-decay-iters", "6"]  # fmt: skip
+
+    return argv
+
+
+@pytest.fixture
+def tiny_argv(argv_into):
+    return argv_into("out")
+
+
+def test_an_underestimated_peak_is_never_logged_without_a_warning(cache_home, tiny_argv, capsys):
+    # The kept peak of a start-up on a very busy machine: 1 MFLOP/s.
+    keep_profile({"blas": 1e6, "onednn": 1e6})
+    assert main([*tiny_argv, "--max-iters", "3"]) == 0
+    out = capsys.readouterr().out
+    mfus = [float(m) for m in re.findall(r"\| mfu ([\d.]+)% \|", out)]
+    assert len(mfus) == 3 and min(mfus) > 100
+    warnings = [line for line in out.splitlines() if line.startswith("warning: MFU")]
+    assert len(warnings) == 1, out  # once, at the first one
+    assert "is above 100%: the peak of 0.001 GFLOP/s it divides by is underestimated" in warnings[0]
+    assert str(cache_home / "gpt2lab" / "machine.json") in warnings[0]
+    lines = out.splitlines()
+    assert lines[lines.index(warnings[0]) + 1].startswith("iter 1 |")  # with the first MFU over 100%
+
+
+def test_an_honest_peak_gives_no_warning(cache_home, tiny_argv, capsys):
+    assert main([*tiny_argv, "--max-iters", "2"]) == 0  # measures this machine, keeps it
+    out = capsys.readouterr().out
+    assert "warning" not in out
+    assert all(float(m) <= 100 for m in re.findall(r"\| mfu ([\d.]+)% \|", out))
+    assert (cache_home / "gpt2lab" / "machine.json").is_file()
+
+
+def test_mfu_is_achieved_over_peak():
+    assert model_flops_utilization(1e6, 2e4, 1e11) == pytest.approx(0.2)
+
+
+needs_onednn = pytest.mark.skipif(not cpu_matmul.available(), reason="this PyTorch has no oneDNN matmuls")
+
+
+@needs_onednn
+def test_auto_takes_the_kept_choice_not_a_new_timing(cache_home, tiny_argv, capsys):
+    keep_profile({"blas": 100e9, "onednn": 130e9})  # oneDNN clearly faster (over MIN_SPEEDUP)
+    assert main([*tiny_argv, "--max-iters", "1"]) == 0
+    assert "oneDNN matmuls" in capsys.readouterr().out
+
+
+@needs_onednn
+def test_a_resumed_run_keeps_the_recorded_matmul_library(cache_home, argv_into, tmp_path, capsys):
+    """The first session's machine favoured oneDNN; at the resume it favours
+    BLAS: the resumed run still computes through oneDNN, and ends with the
+    losses of an uninterrupted oneDNN run."""
+    keep_profile({"blas": 100e9, "onednn": 200e9})
+    uninterrupted, tiny_argv = argv_into("uninterrupted"), argv_into("out")
+    assert main([*uninterrupted, "--max-iters", "6"]) == 0
+    assert main([*tiny_argv, "--max-iters", "3"]) == 0
+    assert load_checkpoint(tmp_path / "out")["cpu_matmul"] == "onednn"
+    capsys.readouterr()
+
+    (cache_home / "gpt2lab" / "machine.json").unlink()
+    keep_profile({"blas": 200e9, "onednn": 100e9})  # timing now favours BLAS
+    assert main([*tiny_argv, "--max-iters", "6", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "notice: --resume: oneDNN matmuls, as the checkpoint's run (auto would take BLAS here)" in out
+    assert "| cpu float32, oneDNN matmuls |" in out
+    assert re.search(r"^done: .* \| oneDNN matmuls$", out, re.M)
+    assert load_checkpoint(tmp_path / "out")["cpu_matmul"] == "onednn"
+    resumed = json.loads((tmp_path / "out.json").read_text())
+    expected = json.loads((tmp_path / "uninterrupted.json").read_text())
+    assert resumed["final_val_loss"] == expected["final_val_loss"]
+    assert resumed["final_train_loss"] == expected["final_train_loss"]
+
+    # Without a recorded choice (a new run), the kept timing decides: BLAS.
+    assert main([*uninterrupted, "--max-iters", "1"]) == 0
+    assert re.search(r"^done: .* \| BLAS matmuls$", capsys.readouterr().out, re.M)
