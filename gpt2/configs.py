@@ -141,12 +141,14 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class SystemConfig:
-    """Where and how to compute: --device, --dtype, --compile, --cpu-matmul."""
+    """Where and how to compute: --device, --dtype, --compile, --cpu-matmul,
+    --cpu-chunked-loss."""
 
     device: str
     dtype: str
     compile: bool
     cpu_matmul: str
+    cpu_chunked_loss: bool
 
     def __post_init__(self):
         try:
