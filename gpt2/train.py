@@ -196,11 +196,10 @@ def exclude_compile_step(run, loss, interval_start, interval_iters):
     When that step alone ends an interval (--log-interval 1), the interval
     keeps it: the line above says why it is slow."""
     loss.item()  # wait for the step
-    seconds = time.time() - interval_start
-    run.log(f"iter {run.iter_num}: {seconds:.1f} s including torch.compile (not counted in the first interval's speed)")
-    if run.iter_num % run.cfg.training.log_interval == 0:
-        return interval_start, interval_iters
-    return time.time(), 0
+    alone = run.iter_num % run.cfg.training.log_interval == 0
+    note = "the next line's speed includes it" if alone else "not counted in the first interval's speed"
+    run.log(f"iter {run.iter_num}: {time.time() - interval_start:.1f} s including torch.compile ({note})")
+    return (interval_start, interval_iters) if alone else (time.time(), 0)
 
 
 def loop(run):

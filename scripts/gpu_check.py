@@ -37,13 +37,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import torch
 
 from gpt2.mfu import gpu_peak_flops
+from gpt2.prepare_data import DataError
 from lib.atomic import write_text_atomically
+from scripts.bench_rows import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -224,15 +227,22 @@ def run(command, env, timeout, kill_after_line=None):
     kill_after_line, SIGKILL it as soon as a line starts with that text."""
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
-    lines, deadline = [], time.monotonic() + timeout
-    for line in proc.stdout:
-        lines.append(line)
-        if kill_after_line and line.startswith(kill_after_line):
-            proc.send_signal(signal.SIGKILL)
-        if time.monotonic() > deadline:
-            proc.kill()
-            lines.append(f"(killed after {timeout} s)\n")
-    return proc.wait(), "".join(lines)
+    # A watchdog, not a check per line: a hung run prints nothing.
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    lines, on_cue = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_after_line and line.startswith(kill_after_line):
+                proc.send_signal(signal.SIGKILL)
+                on_cue = True
+    finally:
+        watchdog.cancel()
+    status = proc.wait()
+    if status == -signal.SIGKILL and not on_cue:
+        lines.append(f"(killed after {timeout} s)\n")
+    return status, "".join(lines)
 
 
 def last_line(output):
@@ -287,10 +297,14 @@ def checks(args, work, say):
         + (f" = {mm['fraction_of_peak']:.0%} of the {mm['peak_tflops']:.0f} peak" if mm["peak_tflops"]
            else " (no peak for this GPU in gpt2/mfu.py)"))
     torch.cuda.empty_cache()
-    report["bench"] = bench = bench_check(work, args.input)
-    mfu = f"{bench['mfu']:.1%}" if bench["mfu"] is not None else "unknown"
-    say(f"bench: {bench['name']}: {bench['ms_per_iter']:.1f} ms/iter, {bench['tokens_per_sec']:,.0f} tokens/s, "
-        f"MFU {mfu}")
+    try:
+        report["bench"] = bench = {**bench_check(work, args.input), "ok": True}
+        mfu = f"{bench['mfu']:.1%}" if bench["mfu"] is not None else "unknown"
+        say(f"bench: {bench['name']}: {bench['ms_per_iter']:.1f} ms/iter, {bench['tokens_per_sec']:,.0f} tokens/s, "
+            f"MFU {mfu}")
+    except (BenchError, DataError) as e:  # the other checks still run
+        report["bench"] = {"ok": False, "error": str(e)}
+        say(f"bench: FAILED: {e}")
     shakespeare_parquet(args.input, work / "shakespeare.parquet")
     build, env = work / "build", environment(work)
     for command in configure_commands(work / ".config", build):
@@ -299,7 +313,7 @@ def checks(args, work, say):
             raise CheckError(f"{' '.join(command[2:4])} failed: {last_line(proc.stderr or proc.stdout)}")
     training_checks(work, build, env, gpu["count"], report, say)
     report["seconds"] = time.perf_counter() - start
-    report["ok"] = all(report[k].get("ok", True) for k in ("preset", "resume", "ddp"))
+    report["ok"] = all(report[k].get("ok", True) for k in ("bench", "preset", "resume", "ddp"))
     return report
 
 

@@ -190,3 +190,20 @@ def trackio_points(metric):
         for db in Path(os.environ["TRACKIO_DIR"]).rglob("*.db")
         for (row,) in sqlite3.connect(db).execute("SELECT metrics FROM metrics")
     )
+
+
+def test_the_compile_step_is_left_out_of_the_first_interval():
+    """With --log-interval 10 the first interval's clock restarts after the
+    compiling step (its tok/s and MFU are of trained steps); with 1 that
+    step is the interval, and the line before says so."""
+    from types import SimpleNamespace
+
+    from gpt2.train import exclude_compile_step
+
+    for interval, restarts in ((10, True), (1, False)):
+        lines = []
+        run = SimpleNamespace(iter_num=1, cfg=SimpleNamespace(training=SimpleNamespace(log_interval=interval)),
+                              log=lines.append)  # fmt: skip
+        start, iters = exclude_compile_step(run, torch.tensor(1.0), interval_start=0.0, interval_iters=1)
+        assert (iters, start > 0) == ((0, True) if restarts else (1, False))
+        assert len(lines) == 1 and lines[0].startswith("iter 1: ") and "including torch.compile" in lines[0]
