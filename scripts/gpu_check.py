@@ -11,8 +11,9 @@ One line per check, in this order, and everything in gpu-check.json:
            no fraction)
   bench    `make bench ARGS="--device cuda"`'s training row: GPT-2 124M,
            bf16, torch.compile, batch 16 x 1,024: ms/iter, tokens/s, MFU
-  preset   `make defconfig-gpt2-trackio` and `make train` for 300 steps on a
-           local parquet made from Tiny Shakespeare (the preset's real
+  preset   `make defconfig-gpt2-trackio` and `make train` (the scripts those
+           targets run) for 300 steps on a local parquet made from Tiny
+           Shakespeare (the preset's real
            settings, but 4 accumulation steps instead of 40 and 30 warm-up
            steps, so 300 steps fit the time): the loss goes down, and its
            points are in Trackio's database
