@@ -28,7 +28,7 @@ CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-d
 
 .DEFAULT_GOAL := help
 .PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
-	train sweep report reproduce trackio-show wandb-sync bench test clean venv
+	train sweep report reproduce trackio-show wandb-sync bench gpu-check test clean venv
 
 help: ## list the targets, one line each
 	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
@@ -83,6 +83,9 @@ report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 	@$(PYTHON) -m scripts.bench $(ARGS)
+
+gpu-check: | $(VENV_STAMP) ## on a CUDA machine: matmul, 124M bench, preset run, kill -9 + resume, DDP -> gpu-check.json [ARGS=...]
+	@$(PYTHON) -m scripts.gpu_check $(ARGS)
 
 test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 	@$(PYTHON) -m pytest $(ARGS)

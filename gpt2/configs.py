@@ -142,12 +142,14 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class SystemConfig:
     """Where and how to compute: --device, --dtype, --compile, --cpu-matmul,
-    --deterministic, and --dist-timeout for several processes."""
+    --cpu-chunked-loss, --deterministic, and --dist-timeout for several
+    processes."""
 
     device: str
     dtype: str
     compile: bool
     cpu_matmul: str
+    cpu_chunked_loss: bool
     deterministic: bool
     dist_timeout: int
 

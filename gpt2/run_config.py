@@ -6,6 +6,9 @@ the machine (is there CUDA?) or the checkpoint.  Each raises UsageError with
 a message that names the flags involved and how to fix them.
 """
 
+import os
+import shutil
+import subprocess
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -23,6 +26,12 @@ NATIVE_BF16 = (8, 0)
 BF16_FALLBACK_NOTICE = (
     "notice: {gpu} (compute capability {capability}) has no native bfloat16 (needs 8.0, Ampere or newer); "
     "training in float16 with a gradient scaler (set DTYPE=float16 / --dtype float16 to silence)"
+)
+
+NO_COMPILER_NOTICE = (
+    "notice: --compile on the CPU needs a C++ compiler (torch.compile's inductor backend builds C++ "
+    "kernels) and none was found ({searched}); running uncompiled. Install g++ (or set CXX), "
+    "or pass --no-compile to silence"
 )
 
 # What must equal the checkpoint's when resuming, because it decides the
@@ -64,6 +73,9 @@ def resolve_precision(system, log=print):
         device_type, dtype, compile_model = "cpu", "float32", False
     if device_type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: this machine has no Apple GPU (MPS); use --device cpu")
+    if device_type == "cpu" and compile_model and cpp_compiler() is None:
+        log(NO_COMPILER_NOTICE.format(searched=", ".join(str(c) for c in compiler_candidates())))
+        compile_model = False
     if device_type == "cuda":
         index = cuda_index(system.device)  # this process's GPU (a one-line error if there is none such)
         if dtype == "bfloat16" and torch.cuda.get_device_capability(index) < NATIVE_BF16:
@@ -75,6 +87,41 @@ def resolve_precision(system, log=print):
                                             capability=".".join(map(str, torch.cuda.get_device_capability(index)))))
             dtype = "float16"
     return Precision(device_type=device_type, dtype=dtype, compile=compile_model)
+
+
+def compiler_candidates():
+    """The C++ compilers inductor tries on the CPU, in its order: its
+    config.cpp.cxx (torch puts $CXX or g++ there), None entries left out."""
+    try:
+        from torch._inductor import config
+
+        cxx = config.cpp.cxx
+    except ImportError:  # a torch without inductor: its default
+        cxx = (None, os.environ.get("CXX", "g++"))
+    return [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+
+
+def cpp_compiler():
+    """The C++ compiler torch.compile would build CPU kernels with, or None
+    (its first CPU graph would then fail).  Asks inductor itself
+    (cpp_builder.get_cpp_compiler, which runs `<cxx> --version` on each
+    candidate); where that is not importable, does the same here."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:
+        get_cpp_compiler = None
+    if get_cpp_compiler is not None:
+        try:
+            return get_cpp_compiler()
+        except Exception:  # inductor's InvalidCxxCompiler, or whatever its own check hits
+            return None
+    for cxx in compiler_candidates():
+        try:
+            subprocess.run([cxx, "--version"], capture_output=True, check=True, timeout=30)
+            return shutil.which(cxx) or cxx
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return None
 
 
 def check_resume_compatible(cfg, checkpoint):

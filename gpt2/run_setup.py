@@ -293,8 +293,9 @@ def setup(cfg, flags, precision, dist, log):
     # On CPU the chunked loss: the speed of the full logits at half the peak
     # memory (docs/benchmarks.md).  A compiled graph keeps plain modules (it
     # fuses the softmax itself), and the GPU path keeps the plain loss it
-    # was planned with.
-    use_cpu_fast_paths(raw_model, matmul_library, chunked_loss=device.type == "cpu" and not precision.compile)
+    # was planned with; --no-cpu-chunked-loss runs that plain loss on CPU.
+    chunked_loss = device.type == "cpu" and not precision.compile and cfg.system.cpu_chunked_loss
+    use_cpu_fast_paths(raw_model, matmul_library, chunked_loss=chunked_loss)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == "float16")
     model = eval_model = torch.compile(raw_model) if precision.compile else raw_model
     if dist.enabled:

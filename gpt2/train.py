@@ -227,6 +227,19 @@ def stop_reason(run):
     return signals[0] if signals else "time"
 
 
+def exclude_compile_step(run, loss, interval_start, interval_iters):
+    """After a compiled session's first step: one line with its time
+    (mostly torch.compile building the graph), and the log interval's clock
+    restarted after it, so the first tok/s and MFU are of trained steps.
+    When that step alone ends an interval (--log-interval 1), the interval
+    keeps it: the line above says why it is slow."""
+    loss.item()  # wait for the step
+    alone = run.iter_num % run.cfg.training.log_interval == 0
+    note = "the next line's speed includes it" if alone else "not counted in the first interval's speed"
+    run.log(f"iter {run.iter_num}: {time.time() - interval_start:.1f} s including torch.compile ({note})")
+    return (interval_start, interval_iters) if alone else (time.time(), 0)
+
+
 def loop(run):
     """Train until --max-iters, --max-time or a stop signal (then
     run.stopped_by is set); returns the last eval's losses."""
@@ -238,6 +251,7 @@ def loop(run):
     # finished run, the final losses again.
     losses = evaluate(run) if run.iter_num == 0 or done else None
     interval_start, interval_iters = time.time(), 0
+    compiling = run.precision.compile  # the session's first step builds the training graph
     while not done:
         lr = learning_rate(
             run.iter_num,
@@ -250,6 +264,9 @@ def loop(run):
         run.iter_num += 1
         interval_iters += 1
         run.training_time = base_time + time.time() - session_start
+        if compiling:  # its compile time is not a step's: said apart, left out of the interval's speed
+            compiling = False
+            interval_start, interval_iters = exclude_compile_step(run, loss, interval_start, interval_iters)
         if run.iter_num % training.log_interval == 0:
             loss_value = loss.item()  # host-device syncs happen only here, once per log interval
             check_finite(run, [loss_value], "the training loss")

@@ -68,6 +68,8 @@ def training_row(name, kind, result):
     achieved = result["flops_per_token"] * result["tokens_per_sec"]
     loss = "chunked loss" if result["chunked_loss"] else "full-logits loss"
     matmul = {"onednn": ", oneDNN matmuls", "blas": ", BLAS matmuls"}.get(result.get("cpu_matmul"), "")
+    gpu_without_peak = result["device"].startswith("cuda") and not peak
+    unknown = ", MFU unknown (no peak for this GPU in gpt2/mfu.py)" if gpu_without_peak else ""
     return {
         "name": name,
         "kind": kind,
@@ -77,7 +79,8 @@ def training_row(name, kind, result):
         "mfu": achieved / peak if peak else None,
         "peak_memory_mb": result["peak_memory_mb"],
         "note": f"{result['parameters'] / 1e6:.1f}M params, {result['tokens_per_iter']:,} tok/iter, "
-        f"{result['dtype']}{' compiled' if result['compile'] else ''}{matmul}, {loss}, {result['threads']} threads",
+        f"{result['dtype']}{' compiled' if result['compile'] else ''}{matmul}, {loss}, {result['threads']} threads"
+        f"{unknown}",
         "detail": result,
     }
 

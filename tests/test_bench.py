@@ -13,7 +13,7 @@ import pytest
 
 from gpt2.tokenizer import default_workers
 from scripts.bench import PLANS
-from scripts.bench_report import COLUMNS, ROW_NUMBERS
+from scripts.bench_report import COLUMNS, ROW_NUMBERS, evaluate_goals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +90,17 @@ def test_goals_are_listed_with_what_was_measured_but_not_judged_in_quick_mode(qu
     judged_elsewhere = goals[1:4] if default_workers() > 1 else goals[1:3]  # data needs 2 cores
     assert all("not judged" in g["measured"] for g in judged_elsewhere)
     assert stdout.count("- [not measured] ") == 5
+
+
+def test_a_gpu_row_without_a_known_peak_ran_and_says_so():
+    """An unknown GPU's 124M row has no MFU, but it did run: its goal shows
+    the speed and why there is no MFU, not "not run"."""
+    tracker_none = {"name": "tracker none", "kind": "tracker", "noise": 0.0}
+    gpu = {"name": "gpu-gpt2-124M", "kind": "train", "ms_per_iter": 512.0, "tokens_per_sec": 32000.0, "mfu": None}
+    measured = evaluate_goals([tracker_none, gpu])[-1]
+    assert measured["met"] is None
+    assert measured["measured"].startswith("ran (512.0 ms/iter, 32,000 tokens/s); MFU unknown")
+    assert evaluate_goals([tracker_none])[-1]["measured"].startswith("not run")
 
 
 def test_a_missing_corpus_is_one_line_and_exit_1(tmp_path):

@@ -159,7 +159,19 @@ def test_flops_per_token_follows_the_palm_formula():
         ("NVIDIA L40", "bfloat16", 181e12),  # not the L4's 121
         ("NVIDIA GH200 480GB", "bfloat16", 989e12),
         ("NVIDIA L4", "bfloat16", 121e12),
+        ("NVIDIA H100 NVL", "bfloat16", 835e12),
+        ("NVIDIA H200", "bfloat16", 989e12),
+        ("NVIDIA H200 NVL", "bfloat16", 835e12),  # the PCIe card, not the SXM's 989
+        ("NVIDIA B200", "bfloat16", 2250e12),
+        ("NVIDIA GeForce RTX 4090", "float32", 82.6e12),
+        ("AMD Instinct MI300X", "bfloat16", 1307e12),  # ROCm torch reports it through torch.cuda
+        ("NVIDIA A10", "bfloat16", 125e12),
+        ("NVIDIA RTX A1000", "bfloat16", None),  # whole words: not an A10
+        ("NVIDIA A10G", "bfloat16", None),
+        ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", "bfloat16", None),  # a slice, not the card
+        ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "float32", None),
         ("Tesla V100-SXM2-16GB", "bfloat16", None),  # no bfloat16 on Volta
+        ("Tesla V100-SXM2-16GB", "float16", 125e12),
         ("Some Future GPU", "bfloat16", None),
     ],
 )
