@@ -55,6 +55,8 @@ class Run:
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
     trackers: object = None
+    health: object = None  # gpt2/health.py RunHealth
+    sampler: object = None  # gpt2/training_samples.py TrainingSampler, or None
 
 
 def prepared_data_dir(data, dist, log):
