@@ -144,12 +144,13 @@ class Trackers:
             self._call(name, "table", key, list(columns), rows, step)
 
     def alert(self, title, text, level="WARN"):
-        """Tell a human: one line on the console (stderr), a journal record,
-        and each working backend's alert (Trackio's and W&B's own)."""
+        """Tell a human: one line on the console (stdout, with the run's
+        other lines), a journal record, and each working backend's alert
+        (Trackio's and W&B's own)."""
         if level not in ALERT_LEVELS:
             raise ValueError(f"alert level {level!r}: use one of {', '.join(ALERT_LEVELS)}")
         step = self.last_step if self.last_step is not None else 0
-        print(f"alert [{level}] {title}: {text}", file=sys.stderr, flush=True)
+        print(f"alert [{level}] {title}: {text}", flush=True)
         self._journal({"kind": "alert", "step": step, "level": level, "title": title, "text": text})
         for name in self._working():
             self._call(name, "alert", title, text, level, step)
