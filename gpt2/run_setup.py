@@ -20,10 +20,12 @@ from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.cpu_fast_paths import use_cpu_fast_paths
 from gpt2.errors import UsageError
+from gpt2.health import run_health
 from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
 from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared
 from gpt2.run_config import check_resume_compatible
+from gpt2.training_samples import training_sampler
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
 from lib.trackers import TrackerError, journal_state, null_trackers, open_trackers
@@ -199,6 +201,7 @@ def setup(cfg, flags, precision, dist, log):
         f"{training.gradient_accumulation_steps} accumulation"
         + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
     )
+    run.health, run.sampler = run_health(run), training_sampler(run)
     if checkpoint:
         restore(run, checkpoint)
     return run, checkpoint

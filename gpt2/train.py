@@ -36,14 +36,12 @@ import torch
 from gpt2 import cli, distributed
 from gpt2.checkpoint import rng_state, save_checkpoint
 from gpt2.errors import NonFiniteLossError, UsageError
-from gpt2.health import run_health
 from gpt2.mfu import model_flops_utilization
 from gpt2.prepare_data import DataError
 from gpt2.configs import RunConfig
 from gpt2.run_config import model_config_dict, resolve_precision
 from gpt2.run_setup import open_run_trackers, plain_flags, resume_rng, setup
 from gpt2.schedule import learning_rate
-from gpt2.training_samples import training_sampler
 from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
 from lib.trackers import TrackerError
@@ -163,7 +161,8 @@ def evaluate(run):
     run.trackers.log({"val/loss": losses["val"], "val/perplexity": perplexity}, step=run.iter_num)
     run.log(line)
     if run.sampler and run.sampler.due(run.iter_num, last=run.iter_num >= run.cfg.training.max_iters):
-        run.sampler.log(run, run.sampler.sample(run.raw_model, run.device))
+        text = run.sampler.sample(run.raw_model, run.device)
+        run.sampler.log(run, text, run.sampler.last_seconds)
     return losses
 
 
@@ -292,7 +291,6 @@ def train(args, log=log_line):
         log = log if dist.is_main else no_log
         run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)
         run.trackers = open_run_trackers(run, checkpoint, train_args=cli.command_line(args))
-        run.health, run.sampler = run_health(run), training_sampler(run)
         try:
             if checkpoint:
                 resume_rng(run, checkpoint)

@@ -27,7 +27,8 @@ class TrainingSampler:
         self.eval_interval = eval_interval
         self.prompt = prompt_text(sampling.sample_prompt)
         self.prompt_ids = encode_prompt(self.prompt)
-        self.seconds = 0.0  # time spent sampling, for the cost in docs/benchmarks.md
+        self.seconds = 0.0  # time spent sampling in this run
+        self.last_seconds = 0.0
 
     def due(self, iter_num, last):
         """Whether the evaluation at `iter_num` logs a sample."""
@@ -37,7 +38,7 @@ class TrainingSampler:
 
     def sample(self, model, device):
         """The text of one sample from `model` (the raw model; put back in
-        training mode afterwards)."""
+        training mode afterwards); self.last_seconds: the time it took."""
         start = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(self.cfg.sample_seed)
         was_training = model.training
@@ -49,15 +50,17 @@ class TrainingSampler:
                                    generator=generator)
         finally:
             model.train(was_training)
-        self.seconds += time.perf_counter() - start
+        self.last_seconds = time.perf_counter() - start
+        self.seconds += self.last_seconds
         return text
 
-    def log(self, run, text):
-        """The console line, and the table row to the journal and trackers."""
+    def log(self, run, text, seconds):
+        """The console line (with the seconds the sample took), and the
+        table row to the journal and trackers."""
         run.trackers.table(TABLE_KEY, COLUMNS, [[run.iter_num, self.prompt, text]], step=run.iter_num)
         shown = (self.prompt + text).replace("\n", "\\n")
         cut = shown[:CONSOLE_CHARS] + ("..." if len(shown) > CONSOLE_CHARS else "")
-        run.log(f"sample {run.iter_num} | {cut}")
+        run.log(f"sample {run.iter_num} | {seconds:.2f} s | {cut}")
 
 
 def training_sampler(run):

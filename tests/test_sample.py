@@ -197,7 +197,7 @@ def test_training_logs_samples_grad_norm_memory_and_a_finished_alert(
     assert code == 0
     console = capsys.readouterr().out
     assert len(returned) == 6
-    assert re.search(r"^sample 3 \| ROMEO:.+$", console, re.M), console
+    assert re.search(r"^sample 3 \| \d+\.\d\d s \| ROMEO:.+$", console, re.M), console
 
     # The sample table: rows (step, prompt, text) at steps 0, 3 and 6.
     trackio = trackio_rows(db, "R")
