@@ -59,7 +59,7 @@ class RunHealth:
         self._steps = 0
         self._before = None
         self._losses = deque(maxlen=SPIKE_WINDOW)
-        self.peak_memory_gb = 0.0  # over the whole run, for the summary
+        self._run_peak_gb = 0.0  # the largest interval peak so far
         self._cpu_reset = device.type == "cpu" and _reset_cpu_peak()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -120,8 +120,18 @@ class RunHealth:
             peak = _cpu_peak_bytes() / GIB
             if self._cpu_reset:
                 self._cpu_reset = _reset_cpu_peak()
-        self.peak_memory_gb = max(self.peak_memory_gb, peak)
+        self._run_peak_gb = max(self._run_peak_gb, peak)
         return peak
+
+    @property
+    def peak_memory_gb(self):
+        """The run's peak so far (for the summary): the interval peaks and
+        the current interval's, without starting a new interval."""
+        if self.device.type == "cuda":
+            current = torch.cuda.max_memory_allocated(self.device) / GIB
+        else:
+            current = _cpu_peak_bytes() / GIB
+        return max(self._run_peak_gb, current)
 
     def loss_spike(self, loss):
         """A one-line description when `loss` is above loss_spike_factor x
