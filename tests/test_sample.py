@@ -254,15 +254,21 @@ def test_a_diverging_run_sends_a_non_finite_loss_alert(shakespeare_data, shakesp
     assert title in [r["title"] for r in read_journal(journal_path(out)) if r["kind"] == "alert"]
 
 
-def test_samples_do_not_change_training(tiny_run_losses):
-    with_samples = tiny_run_losses("--sample-interval", "1", "--health-interval", "2")
-    without = tiny_run_losses("--sample-interval", "0")
-    assert with_samples == without and len(with_samples) == 4
+def test_samples_and_update_ratios_do_not_change_training(tiny_run_points):
+    watched = tiny_run_points("--sample-interval", "1", "--health-interval", "2")
+    plain = tiny_run_points("--sample-interval", "0")
+    assert watched["train/loss"] == plain["train/loss"] and len(plain["train/loss"]) == 4
+    # The update ratios of every layer group, at steps 2 and 4 only.
+    groups = {key for key in watched if key.startswith("health/update_ratio/")}
+    assert groups == {f"health/update_ratio/{g}" for g in ("embeddings", "block.0", "block.1", "final")}
+    for key in groups:
+        assert sorted(watched[key]) == [2, 4] and all(0 < v < 1 for v in watched[key].values())
+    assert not any(key.startswith("health/") for key in plain)
 
 
 @pytest.fixture
-def tiny_run_losses(shakespeare_data, shakespeare_path, tmp_path):
-    """Run a short tiny training; returns its journaled {step: train loss}."""
+def tiny_run_points(shakespeare_data, shakespeare_path, tmp_path):
+    """Run a short tiny training; returns its journaled {metric: {step: value}}."""
     counter = iter(range(100))
 
     def run(*flags):
@@ -270,7 +276,7 @@ def tiny_run_losses(shakespeare_data, shakespeare_path, tmp_path):
         argv = [*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(out),
                 "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--dropout", "0.1", *flags]
         assert train_main(argv) == 0
-        return journal_points(out)["train/loss"]
+        return journal_points(out)
 
     return run
 
