@@ -287,4 +287,5 @@ def test_loss_spike_alert(tmp_path):
     health = RunHealth(small_model(), torch.device("cpu"), grad_clip=1.0, health_interval=0, loss_spike_factor=2.0)
     assert [health.loss_spike(3.0) for _ in range(SPIKE_WINDOW)] == [None] * SPIKE_WINDOW
     assert health.loss_spike(5.9) is None  # 1.97x the mean of ten 3.0s
-    assert re.search(r"train loss 7\.0000 is 2\.1x the mean 3\.2900 of the last 10 logged losses", health.loss_spike(7.0))
+    spike = health.loss_spike(7.0)
+    assert re.search(r"train loss 7\.0000 is 2\.1x the mean 3\.2900 of the last 10 logged losses", spike)
