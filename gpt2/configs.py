@@ -8,6 +8,8 @@ construction with messages that name the flags:
   DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/prepare_data.py
   TrainingConfig  gpt2/Kconfig "Training"     -> gpt2/train.py's loop
   SystemConfig    gpt2/Kconfig "System"       -> device, precision, matmuls
+  SamplingConfig  gpt2/Kconfig "Sampling"     -> gpt2/training_samples.py
+  HealthConfig    gpt2/Kconfig "Run health"   -> gpt2/health.py
   OptimizerConfig lib/optim/Kconfig           -> lib/optim/ (+ the optimizer's own Config)
   PruningConfig   lib/pruning/Kconfig         -> lib/pruning/
   TrackingConfig  Kconfig.tracking, lib/trackers/Kconfig -> lib/trackers/
@@ -163,6 +165,42 @@ class SystemConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    """The samples logged during training (gpt2/training_samples.py); the
+    prompt, temperature, top-k and seed are also `make sample`'s defaults."""
+
+    sample_prompt: str
+    sample_temperature: float
+    sample_top_k: int
+    sample_seed: int
+    sample_interval: int
+    sample_training_tokens: int
+
+    def __post_init__(self):
+        from gpt2.generate import FILE_PREFIX
+
+        path = self.sample_prompt[len(FILE_PREFIX) :] if self.sample_prompt.startswith(FILE_PREFIX) else None
+        if self.sample_interval and path is not None and not os.path.isfile(os.path.expanduser(path)):
+            raise UsageError(f"--sample-prompt {self.sample_prompt}: no such file; give FILE:<an existing file> "
+                             "or the prompt text itself")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Run health: update-to-weight ratios and the loss-spike alert (gpt2/health.py)."""
+
+    health_interval: int
+    loss_spike_factor: float
+
+    def __post_init__(self):
+        if 0 < self.loss_spike_factor <= 1:
+            raise UsageError(
+                f"--loss-spike-factor {self.loss_spike_factor:g}: every loss would be a spike; "
+                "use a factor above 1 (e.g. 2.0), or 0 to turn the alert off"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Every part's config: what a training run is, apart from its state."""
 
@@ -174,6 +212,8 @@ class RunConfig:
     optimizer_own: object  # the Config of the selected optimizer's module (lib/optim/<name>.py)
     pruning: PruningConfig
     tracking: TrackingConfig
+    sampling: SamplingConfig
+    health: HealthConfig
 
     @classmethod
     def from_flags(cls, flags):
@@ -189,6 +229,8 @@ class RunConfig:
             optimizer_own=_user_error(from_flags, own_class, flags),
             pruning=_user_error(from_flags, PruningConfig, flags),
             tracking=_user_error(TrackingConfig.from_flags, flags),
+            sampling=from_flags(SamplingConfig, flags),
+            health=from_flags(HealthConfig, flags),
         )
 
 
@@ -200,5 +242,5 @@ def config_classes():
     from lib.trackers.registry import backend_module
 
     return [ModelConfig, DataConfig, TrainingConfig, SystemConfig, OptimizerConfig, PruningConfig,
-            TrackingConfig, *(optimizer_config_class(name) for name in optimizer_names()),
+            TrackingConfig, SamplingConfig, HealthConfig, *(optimizer_config_class(name) for name in optimizer_names()),
             *(backend_module(name).Config for name in backend_names())]

@@ -80,16 +80,28 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
+        """`cache` (a LayerCache, generation only): the keys and values of
+        the positions before x's, extended by x's own."""
         batch, time, channels = x.size()
         q, k, v = self.c_attn(x).split(channels, dim=2)
         # (B, T, C) -> (B, heads, T, head size)
         shape = (batch, time, self.n_head, channels // self.n_head)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        # Flash / memory-efficient kernels on GPU; is_causal builds the mask.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        if cache is not None and cache.length:
+            k, v = cache.extend(k, v)
+            # The new queries see every cached position and the new ones up
+            # to themselves; one new token (the usual case) sees everything.
+            past = k.size(2) - time
+            mask = None if time == 1 else torch.ones(time, k.size(2), dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            if cache is not None:
+                cache.extend(k, v)
+            # Flash / memory-efficient kernels on GPU; is_causal builds the mask.
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
         y = y.transpose(1, 2).contiguous().view(batch, time, channels)
         return self.resid_dropout(self.c_proj(y))
 
@@ -119,9 +131,43 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
+
+
+class LayerCache:
+    """One layer's keys and values of the positions generated so far, in
+    buffers allocated once for the whole context: (batch, heads, block_size,
+    head size) each.  Generating with it computes each new token's keys and
+    values once, instead of the whole prefix's again at every token."""
+
+    def __init__(self, config, batch, device, dtype):
+        shape = (batch, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def extend(self, k, v):
+        """Append the new positions' k and v; returns all of them so far."""
+        end = self.length + k.size(2)
+        self.keys[:, :, self.length : end] = k
+        self.values[:, :, self.length : end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """The LayerCache of every layer, and how many positions they hold (the
+    position of the next token).  gpt2/generate.py makes one per call."""
+
+    def __init__(self, config, batch, device, dtype=torch.float32):
+        self.layers = [LayerCache(config, batch, device, dtype) for _ in range(config.n_layer)]
+        self.capacity = config.block_size
+
+    @property
+    def length(self):
+        return self.layers[0].length
 
 
 class GPT(nn.Module):
@@ -167,9 +213,13 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, cache=None):
         """idx: (batch, time) token ids.  Returns (logits, loss); loss is None
         without targets.  Logits cover every position (batch, time, vocab).
+
+        With `cache` (a KVCache, generation only), idx continues the tokens
+        the cache holds: their positions start after the cached ones, and
+        their keys and values are added to the cache.
 
         With targets and self.output_loss set, returns (None, loss) from
         output_loss instead, so the (tokens x 50,304) logits never exist in
@@ -177,12 +227,13 @@ class GPT(nn.Module):
         CPU, at the same speed; same loss and gradients up to float
         rounding)."""
         _, time = idx.size()
-        if time > self.config.block_size:
-            raise ValueError(f"sequence of {time} tokens exceeds block_size {self.config.block_size}")
-        positions = torch.arange(time, dtype=torch.long, device=idx.device)
+        start = cache.length if cache is not None else 0
+        if start + time > self.config.block_size:
+            raise ValueError(f"sequence of {start + time} tokens exceeds block_size {self.config.block_size}")
+        positions = torch.arange(start, start + time, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
-        for block in self.transformer.h:
-            x = block(x)
+        for index, block in enumerate(self.transformer.h):
+            x = block(x, cache.layers[index] if cache is not None else None)
         x = self.transformer.ln_f(x)
         if targets is not None and self.output_loss is not None:
             return None, self.output_loss(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))

@@ -24,10 +24,12 @@ from gpt2.cpu_allocator import keep_freed_memory
 from gpt2.cpu_fast_paths import use_cpu_fast_paths
 from gpt2.distributed import cuda_index
 from gpt2.errors import UsageError
+from gpt2.health import run_health
 from gpt2.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model import GPT
 from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared
 from gpt2.run_config import check_resume_compatible
+from gpt2.training_samples import training_sampler
 from lib.atomic import write_text_atomically
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
@@ -63,6 +65,8 @@ class Run:
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
     trackers: object = None
+    health: object = None  # gpt2/health.py RunHealth
+    sampler: object = None  # gpt2/training_samples.py TrainingSampler, or None
 
 
 def prepared_data_dir(data, dist, log):
@@ -329,6 +333,7 @@ def setup(cfg, flags, precision, dist, log):
         f"{training.gradient_accumulation_steps} accumulation"
         + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
     )
+    run.health, run.sampler = run_health(run), training_sampler(run)
     if checkpoint:
         restore(run, checkpoint)
     return run, checkpoint

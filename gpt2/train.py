@@ -67,7 +67,8 @@ def no_log(message):
 
 def train_step(run, lr):
     """Forward/backward over the micro-batches, then clip -> step -> prune ->
-    zero_grad.  Returns the mean loss as a device tensor (no sync)."""
+    zero_grad.  Returns the mean loss as a device tensor (no sync); the
+    gradient norm clipping returns goes to run.health (gpt2/health.py)."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     loss_sum = torch.zeros((), device=run.device)
@@ -84,7 +85,12 @@ def train_step(run, lr):
         loss_sum += loss.detach()
     if run.cfg.training.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)  # clip the true gradients, not scaled ones
-        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.cfg.training.grad_clip)
+        # All-reduced gradients: the norm of the whole model on every rank.
+        norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.cfg.training.grad_clip)
+        run.health.record_grad_norm(norm)
+    ratios = run.dist.is_main and run.health.wants_update_ratio(run.iter_num)
+    if ratios:
+        run.health.before_step()
     scale = run.scaler.get_scale() if run.scaler.is_enabled() else None  # float16: one sync per step
     run.scaler.step(run.optimizer)
     run.scaler.update()
@@ -92,6 +98,8 @@ def train_step(run, lr):
     # gradients: movement pruning must not add those to its scores.
     run.pruner.step(run.iter_num, observe=scale is None or run.scaler.get_scale() >= scale)
     run.optimizer.zero_grad(set_to_none=True)
+    if ratios:
+        run.trackers.log(run.health.update_ratios(), step=run.iter_num + 1)
     return loss_sum / run.micro_steps
 
 
@@ -125,11 +133,14 @@ def check_finite(run, losses, what):
     """Stop every rank if any rank saw an inf/NaN loss (before any checkpoint)."""
     broken = not all(math.isfinite(v) for v in losses)
     if run.dist.any_rank(broken, run.device):
-        raise NonFiniteLossError(
+        error = NonFiniteLossError(
             f"{what} is not finite ({', '.join(f'{v:g}' for v in losses)}) at iter {run.iter_num}: "
             "training diverged; lower --learning-rate or set --grad-clip "
             "(no checkpoint was written for this iteration)"
         )
+        if run.dist.is_main:
+            run.trackers.alert("training stopped: loss not finite", str(error), "ERROR")
+        raise error
 
 
 def checkpoint_state(run, rng_states):
@@ -169,6 +180,9 @@ def evaluate(run):
     perplexity = math.exp(min(losses["val"], 700.0))
     run.trackers.log({"val/loss": losses["val"], "val/perplexity": perplexity}, step=run.iter_num)
     run.log(line)
+    if run.sampler and run.sampler.due(run.iter_num, last=run.iter_num >= run.cfg.training.max_iters):
+        text = run.sampler.sample(run.raw_model, run.device)
+        run.sampler.log(run, text, run.sampler.last_seconds)
     return losses
 
 
@@ -196,6 +210,7 @@ def report_progress(run, loss, lr, seconds_per_iter):
         "train/lr": lr,
         "train/sparsity": current_sparsity,
         "train/tokens_per_sec": tokens_per_sec,
+        **run.health.interval_metrics(),  # train/grad_norm, train/clip_fraction, sys/peak_memory_gb
     }
     line = (
         f"iter {run.iter_num} | loss {loss:.4f} | lr {lr:.2e} | {seconds_per_iter * 1000:.1f} ms/iter"
@@ -212,6 +227,9 @@ def report_progress(run, loss, lr, seconds_per_iter):
             run.log(above_peak_warning(mfu, run.peak_flops, run.device))
     run.trackers.log(metrics, step=run.iter_num)
     run.log(line + f" | sparsity {current_sparsity:.2f}")
+    spike = run.health.loss_spike(loss)
+    if spike:
+        run.trackers.alert("loss spike", f"iter {run.iter_num}: {spike}", "WARN")
 
 
 def stop_reason(run):
@@ -297,6 +315,7 @@ def final_metrics(run, losses):
         "tokens_seen": tokens_seen,
         "tokens_per_sec": tokens_seen / run.training_time if run.training_time > 0 else 0.0,
         "sparsity": sparsity(run.raw_model),
+        "peak_memory_gb": run.health.peak_memory_gb,
         "iterations": run.iter_num,
     }
 
@@ -313,11 +332,14 @@ def report_final(run, losses):
     if run.cfg.training.json_output:
         write_json(run.cfg.training.json_output, metrics)
     library = matmul_path(run)
-    run.log(
-        f"done: {run.iter_num} iters in {run.training_time:.1f} s | "
+    done = (
+        f"{run.iter_num} iters in {run.training_time:.1f} s | "
         f"best val {metrics['best_val_loss']:.4f} | {metrics['tokens_per_sec']:,.0f} tok/s"
+        f" | peak memory {metrics['peak_memory_gb']:.2f} GB"
         + (f" | {matmul_name(library)} matmuls" if library else "")
     )
+    run.log(f"done: {done}")
+    run.trackers.alert("run finished", done, "INFO")
     return metrics
 
 

@@ -23,6 +23,12 @@ same kinds on a 2-layer, 32-wide model with fewer steps):
            ratio is against the none runs of the same round (median over
            rounds); the time inside log() and the start / finish of each
            tracker are reported apart.
+  monitor  what seeing inside a run costs per step, on the tracker rows'
+           model at the Kconfig intervals: the gradient norm and clip
+           fraction, peak memory, the loss-spike check, update-to-weight
+           ratios (at --health-interval = EVAL_INTERVAL) and the text
+           samples, each timed call by call (scripts/bench_monitors.py);
+           off, none is called.
   data     GPT-2 tokenization (gpt2/tokenizer.py tokenize()) of Tiny
            Shakespeare repeated to 10 MB in memory: one process, and every
            core with the worker processes running (a long preparation's
@@ -51,8 +57,8 @@ import torch
 from gpt2.prepare_data import DataError, ensure_prepared
 from gpt2.train import no_log
 from scripts.bench_report import evaluate_goals, format_report
-from scripts.bench_rows import (BenchError, Workspace, data_rows, peak_row, set_cpu_mfu, tracker_rows,
-                                train_rows)
+from scripts.bench_rows import (BenchError, Workspace, data_rows, monitor_measurement_rows, peak_row, set_cpu_mfu,
+                                tracker_rows, train_rows)
 from scripts.bench_system import machine, matmul_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +99,7 @@ class Plan:
     tracker_iters: int
     tracker_log_interval: int | None  # None: the Kconfig default
     tracker_rounds: int
+    monitor_iters: int  # steps before the health and sampling work is timed
     data_megabytes: float
     data_repeats: int
 
@@ -114,6 +121,7 @@ PLANS = {
         tracker_iters=40,
         tracker_log_interval=None,
         tracker_rounds=3,
+        monitor_iters=5,
         data_megabytes=10,
         data_repeats=5,
     ),
@@ -132,6 +140,7 @@ PLANS = {
         tracker_iters=6,
         tracker_log_interval=2,
         tracker_rounds=1,
+        monitor_iters=2,
         data_megabytes=1,
         data_repeats=1,
     ),
@@ -194,6 +203,7 @@ def run_benchmark(args, command):
         rows = train_rows(plan, device, workspace, peaks)
         peaks.append(matmul_peak(plan.peak_seconds))
         rows += tracker_rows(plan, workspace)
+        rows += monitor_measurement_rows(plan, workspace)
         rows += data_rows(plan, args.input)
         peaks.append(matmul_peak(plan.peak_seconds))
     # Against the best peak of the run: a slow spell of the machine (this

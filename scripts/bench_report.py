@@ -1,6 +1,6 @@
 """The table `make bench` prints, and the issue's goals checked against it.
 
-Every row is a dict with a name, a kind (peak, train, tracker, data) and
+Every row is a dict with a name, a kind (peak, train, tracker, monitor, data) and
 the numbers that apply to its kind; a number that does not apply is shown
 as a dash and is absent (or None) in the JSON.
 """
@@ -19,12 +19,16 @@ ROW_NUMBERS = {
     "train": ("ms_per_iter", "tokens_per_sec", "gflops", "mfu", "peak_memory_mb"),
     "tracker": ("ms_per_iter", "tokens_per_sec", "gflops", "mfu", "peak_memory_mb", "ratio", "log_share"),
     "data": ("tokens_per_sec", "mb_per_sec"),
+    "monitor": ("ms_per_iter", "share"),
 }
 
 # The goals of issue 5.
 CPU_MFU_GOAL = 0.80
 TRACKER_OVERHEAD_GOAL = 0.01
 DATA_SPEEDUP_GOAL = 1.8
+# Issue 11: each health number under 1% of the step, text samples under 2% of the run.
+MONITOR_GOAL = 0.01
+SAMPLE_GOAL = 0.02
 GPU_MFU_GOAL = 0.45
 
 
@@ -106,6 +110,18 @@ def _tracker_goals(rows):
     return goals
 
 
+def _monitor_goals(rows):
+    goals = []
+    for row in rows:
+        if row["kind"] != "monitor":
+            continue
+        limit = SAMPLE_GOAL if row["name"].endswith("samples") else MONITOR_GOAL
+        goals.append({"goal": f"{row['name'][len('monitor: '):]} at most {limit:.0%} of the step time when on",
+                      "measured": f"{row['share']:.3%} ({row['ms_per_iter']:.4f} ms per step)",
+                      "met": row["share"] <= limit})
+    return goals
+
+
 def _data_goal(rows):
     parallel = next((row for row in rows if row["kind"] == "data" and row["workers"] > 1), None)
     goal = f"data preparation at least {DATA_SPEEDUP_GOAL}x a single-process encode"
@@ -125,6 +141,7 @@ def evaluate_goals(rows, quick=False):
     goals = [
         _mfu_goal(rows, "cpu-small", CPU_MFU_GOAL, "CPU small config (4L 4H 256d, block 128, batch 8, fp32)"),
         *_tracker_goals(rows),
+        *_monitor_goals(rows),
         _data_goal(rows),
         _mfu_goal(rows, "gpu-gpt2-124M", GPU_MFU_GOAL, "GPU (an H100 in the issue): GPT-2 124M, bf16, compiled"),
     ]

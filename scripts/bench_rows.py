@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2 import cli
+from scripts.bench_monitors import monitor_rows
 from lib.trackers import backend_names
 from gpt2.tokenizer import close_workers, default_workers
 from scripts.bench_system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
@@ -135,6 +136,15 @@ def tracker_rows(plan, workspace):
     )
     rows[0]["note"] += f"; its two runs per round differ by {100 * rows[0]['noise']:.1f}% (noise)"
     return rows
+
+
+def monitor_measurement_rows(plan, workspace):
+    """The cost of the health numbers and text samples (scripts/bench_monitors.py)
+    on the tracker rows' model, at its Kconfig intervals."""
+    flags = [*plan.tracker_flags, "--tracker", "none", *workspace.data_flags]
+    spec = {"flags": flags, "warmup": plan.tracker_warmup, "iters": plan.monitor_iters, "monitors": True}
+    result = run_step_worker("monitors", spec, workspace)
+    return monitor_rows(result, cli.parse_args(flags))
 
 
 def data_rows(plan, corpus):

@@ -29,6 +29,7 @@ from gpt2.run_config import resolve_precision
 from gpt2.run_setup import open_run_trackers, plain_flags, setup
 from gpt2.schedule import learning_rate
 from gpt2.train import no_log, report_progress, train_step
+from scripts.bench_monitors import measure_monitors
 
 
 def synchronize(device):
@@ -103,6 +104,8 @@ def measure(spec):
         startup = time.perf_counter() - start
         try:
             times = timed_steps(run, spec["warmup"], spec["iters"], spec.get("log_interval", 0))
+            # Health and sampling work, timed call by call (scripts/bench_monitors.py).
+            monitors = measure_monitors(run, repeats=20) if spec.get("monitors") else None
         finally:
             start = time.perf_counter()
             run.trackers.finish()
@@ -131,12 +134,14 @@ def measure(spec):
         "log_seconds": run.trackers.log_seconds,
         "seconds_in_log": sum(run.trackers.log_seconds),
         "seconds_in_steps": sum(times),
+        "monitors": monitors,
     }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", help="JSON object: flags (train.py flags), warmup, iters, log_interval, chunked_loss")
+    parser.add_argument("spec", help="JSON object: flags (train.py flags), warmup, iters, log_interval, chunked_loss, "
+                        "monitors")
     parser.add_argument("--json", required=True, metavar="FILE", help="where to write the result")
     args = parser.parse_args(argv)
     result = measure(json.loads(args.spec))

@@ -13,7 +13,7 @@ import pytest
 
 from gpt2.tokenizer import default_workers
 from scripts.bench import PLANS
-from scripts.bench_report import COLUMNS, ROW_NUMBERS, evaluate_goals
+from scripts.bench_report import COLUMNS, MONITOR_GOAL, ROW_NUMBERS, SAMPLE_GOAL, evaluate_goals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +31,16 @@ def quick_bench(shakespeare_path, tmp_path_factory):
     return result.stdout, json.loads(json_path.read_text())
 
 
+MONITORS = ("grad norm + clip fraction", "peak memory", "loss-spike check", "update ratios", "text samples")
+
+
 def expected_rows():
     plan = PLANS["quick"]
     return (
         ["peak: float32 matmul"]
         + [row.name for row in plan.train["cpu"]]
         + ["tracker none", "tracker trackio", "tracker wandb (offline)"]
+        + [f"monitor: {name}" for name in MONITORS]
         + ["data: tokenize, 1 process"]
         + ([f"data: tokenize, {default_workers()} processes"] if default_workers() > 1 else [])
     )
@@ -62,6 +66,13 @@ def test_every_row_has_every_number_it_promises(quick_bench):
     assert all(set(m) == {"blas", "onednn"} for m in measurements)
     assert peak * 1e9 == pytest.approx(max(max(m.values()) for m in measurements))
     assert "BLAS matmuls" in rows["cpu-tiny, BLAS matmuls"]["note"]
+    # What seeing inside a run costs: a share of the step, stated in the note.
+    for name in MONITORS:
+        row = rows[f"monitor: {name}"]
+        match = re.match(r"(\d+\.\d{3})% of a ([\d.]+) ms step; ", row["note"])
+        assert match, row["note"]
+        assert row["share"] == pytest.approx(row["ms_per_iter"] / float(match[2]), rel=1e-3)
+        assert 100 * row["share"] == pytest.approx(float(match[1]), abs=1e-3)
 
 
 def test_the_table_has_a_header_every_row_and_every_column(quick_bench):
@@ -85,11 +96,13 @@ def test_the_table_has_a_header_every_row_and_every_column(quick_bench):
 def test_goals_are_listed_with_what_was_measured_but_not_judged_in_quick_mode(quick_bench):
     stdout, report = quick_bench
     goals = report["goals"]
-    assert len(goals) == 5 and all(goal["met"] is None for goal in goals)
-    assert goals[0]["measured"].startswith("not run") and goals[4]["measured"].startswith("not run")
-    judged_elsewhere = goals[1:4] if default_workers() > 1 else goals[1:3]  # data needs 2 cores
+    assert len(goals) == 10 and all(goal["met"] is None for goal in goals)
+    assert goals[0]["measured"].startswith("not run") and goals[9]["measured"].startswith("not run")
+    judged_elsewhere = goals[1:9] if default_workers() > 1 else goals[1:8]  # data needs 2 cores
     assert all("not judged" in g["measured"] for g in judged_elsewhere)
-    assert stdout.count("- [not measured] ") == 5
+    assert [g["goal"].endswith(f"at most {SAMPLE_GOAL if 'samples' in g['goal'] else MONITOR_GOAL:.0%} of the "
+                               "step time when on") for g in goals[3:8]] == [True] * 5
+    assert stdout.count("- [not measured] ") == 10
 
 
 def test_a_gpu_row_without_a_known_peak_ran_and_says_so():

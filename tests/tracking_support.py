@@ -33,6 +33,7 @@ SUMMARY_KEYS = (
     "tokens_seen",
     "tokens_per_sec",
     "sparsity",
+    "peak_memory_gb",
 )
 
 

@@ -1,9 +1,10 @@
 """The tracker interface and the fan-out container the loop uses.
 
 The training loop holds one `Trackers` and calls `.log(metrics, step)` at its
-log and eval intervals, `.state_dict()` for each checkpoint, `.summary(metrics)`
-once at the end and `.finish()` in a `finally`; it never asks which backends
-are on.  Every log and summary is written to the journal first (see
+log and eval intervals, `.table(key, columns, rows, step)` for text samples,
+`.alert(title, text, level)` when something needs a human, `.state_dict()`
+for each checkpoint, `.summary(metrics)` once at the end and `.finish()` in a
+`finally`; it never asks which backends are on.  Every log and summary is written to the journal first (see
 journal.py), then handed to each backend.  A backend that raises is reported
 once, marked failed and skipped from then on: losing a dashboard must never
 stop a training run, and the journal still holds every point for
@@ -14,6 +15,7 @@ import numbers
 import sys
 
 REPLAY_SCRIPT = "scripts/replay_journal.py"
+ALERT_LEVELS = ("INFO", "WARN", "ERROR")  # the levels both Trackio and W&B know
 
 
 class TrackerError(Exception):
@@ -45,9 +47,28 @@ class Tracker:
             self._run.log(fresh, step=step)
             self.filter.record(fresh, step)
 
+    def log_value(self, key, value, step):
+        """Record one value that is not a number (a backend's table object)
+        under `key`, through the same filter as metrics: a resumed run
+        does not write it twice, and finish() counts it."""
+        if self.filter.fresh({key: value}, step):
+            self._run.log({key: value}, step=step)
+            self.filter.record({key: value}, step)
+
     def summary(self, metrics, step):
         """Record the run's final numbers; `step` is the last logged step."""
         raise NotImplementedError
+
+    def table(self, key, columns, rows, step):
+        """Record a table (`rows`: lists of str/number, one per row) under
+        `key` at `step`, as the backend shows tables best (log_value with
+        the backend's table object)."""
+        raise NotImplementedError
+
+    def alert(self, title, text, level, step):
+        """Send an alert through the backend's own alert API; a backend
+        (or an installed version) without one does nothing.  `level` is
+        one of ALERT_LEVELS."""
 
     def state_dict(self):
         """What reattaches to this run after a restart (ids, names), JSON-safe."""
@@ -111,6 +132,28 @@ class Trackers:
         self._journal({"kind": "summary", "step": step, "metrics": metrics})
         for name in self._working():
             self._call(name, "summary", metrics, step)
+
+    def table(self, key, columns, rows, step):
+        """Record a table at training iteration `step`: rows of strings and
+        numbers under `columns`, e.g. the text samples (step, prompt, text)."""
+        step = int(step)
+        rows = [list(row) for row in rows]
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        self._journal({"kind": "table", "step": step, "key": key, "columns": list(columns), "rows": rows})
+        for name in self._working():
+            self._call(name, "table", key, list(columns), rows, step)
+
+    def alert(self, title, text, level="WARN"):
+        """Tell a human: one line on the console (stdout, with the run's
+        other lines), a journal record, and each working backend's alert
+        (Trackio's and W&B's own)."""
+        if level not in ALERT_LEVELS:
+            raise ValueError(f"alert level {level!r}: use one of {', '.join(ALERT_LEVELS)}")
+        step = self.last_step if self.last_step is not None else 0
+        print(f"alert [{level}] {title}: {text}", flush=True)
+        self._journal({"kind": "alert", "step": step, "level": level, "title": title, "text": text})
+        for name in self._working():
+            self._call(name, "alert", title, text, level, step)
 
     def catch_up(self, points):
         """After a restart, hand every backend the journaled points
@@ -206,6 +249,11 @@ class Trackers:
             file=sys.stderr,
             flush=True,
         )
+        # The backends still working carry the news to the dashboards (this
+        # backend is marked failed first, so a failing alert cannot loop);
+        # in finish() the others may be closed already.
+        if method != "finish" and self._working():
+            self.alert(f"tracker {name} failed", f"in {method}() at step {self.last_step}: {error}", "ERROR")
 
 
 def null_trackers():

@@ -11,6 +11,8 @@ Record kinds:
   {"kind": "start", "time", "project", "run_name", "trackers", "resumed", "config", "backends"}
   {"kind": "log", "step", "metrics"}
   {"kind": "summary", "step", "metrics"}
+  {"kind": "table", "step", "key", "columns", "rows"}
+  {"kind": "alert", "step", "level", "title", "text"}
   {"kind": "failed", "tracker", "step", "error"}
   {"kind": "finish", "step", "failed"}
 """

@@ -15,6 +15,7 @@ resumed run which points Trackio already holds, so none is written twice
 """
 
 import contextlib
+import io
 import json
 import os
 import sqlite3
@@ -153,6 +154,20 @@ class TrackioTracker(Tracker):
 
     def summary(self, metrics, step):
         self.log({SUMMARY_PREFIX + key: value for key, value in metrics.items()}, step)
+
+    def table(self, key, columns, rows, step):
+        # A trackio.Table is stored as one value of the metrics row at `step`
+        # (a list of {column: value} objects), shown as a table.
+        self.log_value(key, self._trackio.Table(columns=columns, data=rows), step)
+
+    def alert(self, title, text, level, step):
+        # Trackio >= 0.7: stored in the database's alerts table, shown in the
+        # dashboard, sent to a webhook when one is set (TRACKIO_WEBHOOK_URL).
+        if not hasattr(self._run, "alert"):
+            return
+        # Trackio prints its own copy of the alert: Trackers already did.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._run.alert(title=title, text=text, level=self._trackio.AlertLevel[level], step=step)
 
     def state_dict(self):
         return {

@@ -8,6 +8,9 @@ blocks of chunks, each with a 7-byte header: CRC32C, length, type
 FULL/FIRST/MIDDLE/LAST), each record a protobuf
 `wandb.proto.wandb_internal_pb2.Record`.
 
+Tables logged with wandb.Table are history values pointing at a JSON file
+in the run folder's files/ (read_table below).
+
 Used to tell a resumed offline run which steps its earlier files already
 hold, to check after finish() that every point reached the file, by
 scripts/reproduce.py to find a run and read its config, and by the tracking
@@ -43,6 +46,7 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # [(step, {key: value})], file order
     summary: dict = field(default_factory=dict)  # final values after every update
+    alerts: list = field(default_factory=list)  # [{"title", "text", "level"}], file order
 
     @property
     def last_step(self):
@@ -85,6 +89,20 @@ def _item_key(item):
     return item.key or ".".join(item.nested_key)
 
 
+def _history_row(items):
+    """{key: value} of a history record.  A value wandb flattened into
+    nested keys (a table: samples._type, samples.path, ...) is put back
+    together as one {"_type": ..., "path": ...} under its key."""
+    row = {}
+    for item in items:
+        value = json.loads(item.value_json)
+        if len(item.nested_key) > 1:
+            row.setdefault(item.nested_key[0], {})[".".join(item.nested_key[1:])] = value
+        else:
+            row[_item_key(item)] = value
+    return row
+
+
 def read_offline_run(path, header_only=False):
     """OfflineRun with the run record, config, history rows and summary of a
     .wandb file; with `header_only`, only the run record (id, project, name,
@@ -111,8 +129,9 @@ def read_offline_run(path, header_only=False):
         elif kind == "config":
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
-            row = {_item_key(i): json.loads(i.value_json) for i in record.history.item}
-            run.history.append((record.history.step.num, row))
+            run.history.append((record.history.step.num, _history_row(record.history.item)))
+        elif kind == "alert":
+            run.alerts.append({"title": record.alert.title, "text": record.alert.text, "level": record.alert.level})
         elif kind == "summary":
             run.summary.update({_item_key(i): json.loads(i.value_json) for i in record.summary.update})
             for item in record.summary.remove:
@@ -141,3 +160,9 @@ def offline_run_files(wandb_dir, run_id):
     ]
     files = [folder / f"run-{run_id}.wandb" for folder in sorted(folders, key=_run_folder)]
     return [path for path in files if path.is_file()]
+
+
+def read_table(run_file, value):
+    """The {"columns", "data"} of a table a history row holds (`value`: the
+    row's {"_type": "table-file", "path": ...}), from the run's files/."""
+    return json.loads((Path(run_file).parent / "files" / value["path"]).read_text(encoding="utf-8"))

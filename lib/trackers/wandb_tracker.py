@@ -26,6 +26,8 @@ from lib.trackers.wandb_records import offline_run_files, read_offline_run
 INSTALL = "pip install wandb"
 OFFLINE_MODES = ("offline", "dryrun")
 FILE_WAIT_SECONDS = 10
+# W&B holds back an alert whose title was sent less than this long ago.
+ALERT_WAIT_SECONDS = 1
 
 
 def import_wandb():
@@ -103,6 +105,7 @@ class WandbTracker(Tracker):
             )
         except Exception as exc:
             raise TrackerError(f"tracker wandb cannot start: {exc}".splitlines()[0]) from None
+        self._wandb = wandb
         try:
             first_new_step = self._first_new_step() if resuming else 0
         except TrackerError:
@@ -131,6 +134,18 @@ class WandbTracker(Tracker):
 
     def summary(self, metrics, step):
         self._run.summary.update(metrics)
+
+    def table(self, key, columns, rows, step):
+        # A wandb.Table per call: its rows go to a media file in the run's
+        # files/ folder, the history row at `step` points at it.
+        self.log_value(key, self._wandb.Table(columns=columns, data=rows), step)
+
+    def alert(self, title, text, level, step):
+        # W&B sends it by e-mail / Slack as the user's settings say; offline,
+        # the alert record waits in the .wandb file for `make wandb-sync`.
+        # W&B allows titles of under 64 characters.
+        if hasattr(self._run, "alert"):
+            self._run.alert(title=title[:63], text=text, level=level, wait_duration=ALERT_WAIT_SECONDS)
 
     def state_dict(self):
         return {
