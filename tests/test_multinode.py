@@ -17,6 +17,7 @@ from train_support import TINY, shakespeare_flags
 from gpt2 import cli, train
 from gpt2.configs import RunConfig
 from gpt2.distributed import Distributed
+from gpt2.health import RunHealth
 from gpt2.model import GPT, GPTConfig
 from gpt2.run_config import Precision, resolve_precision
 from gpt2.run_setup import select_device, use_deterministic
@@ -238,6 +239,7 @@ def test_float16_overflow_steps_leave_movement_scores_finite():
         raw_model=model, batches=SimpleNamespace(next_train=lambda: (x, y)),
         precision=Precision("cpu", "float32", False), scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16),
         cfg=SimpleNamespace(training=SimpleNamespace(grad_clip=1.0)), pruner=pruner, iter_num=0,
+        health=RunHealth(model, torch.device("cpu"), grad_clip=1.0, health_interval=0, loss_spike_factor=0.0),
     )  # fmt: skip
     weight = model.transformer.h[0].mlp.c_fc.weight
     overflow = weight.register_hook(lambda grad: grad * math.inf)  # a float16 overflow, as the scaler sees it
