@@ -9,24 +9,13 @@ from datetime import datetime
 
 import torch
 
+from gpt2.machine_profile import cpu_model
 from gpt2.mfu import cpu_matmul_flops
 from gpt2.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
 
 # Square sizes timed for the CPU peak: the best of them is the peak (on the
 # 2-core EPYC of docs/benchmarks.md, 256 to 2048 all land within 5%).
 PEAK_SIZES = (1024, 2048)
-
-
-def cpu_model():
-    """The CPU's marketing name from /proc/cpuinfo, else platform's guess."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device):
