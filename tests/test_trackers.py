@@ -370,6 +370,26 @@ def test_damaged_trackio_database_or_wandb_file_is_one_line_naming_it(tmp_path):
             read_run_file(run_file)
 
 
+def test_trackio_gpu_metrics_is_off_unless_asked(tmp_path, monkeypatch):
+    """TRACKIO_GPU_METRICS decides Trackio's own GPU poller (auto_log_gpu):
+    off by default (Trackio would turn it on by itself on a GPU machine), on
+    with --trackio-gpu-metrics, and kept in the state a replay reopens."""
+    import trackio
+
+    asked = []
+    real_init = trackio.init
+    monkeypatch.setattr(trackio, "init", lambda **kw: asked.append(kw["auto_log_gpu"]) or real_init(**kw))
+    states = []
+    for extra in ((), ("--trackio-gpu-metrics",)):
+        trackers = open_trackers(tracking("trackio", project=f"gpu-{tmp_path.name}", run_name=f"r{len(asked)}",
+                                          extra=extra), config={}, out_dir=tmp_path / f"out{len(asked)}")
+        states.append(trackers.state_dict()["backends"]["trackio"])
+        trackers.finish()
+    assert asked == [False, True]
+    assert [registry.backend_class("trackio").settings_from_state(s).trackio_gpu_metrics for s in states] == [
+        False, True]
+
+
 def test_trackio_show_uses_the_trackio_dir_training_uses(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     settings = {"TRACKER_PROJECT": "p", "TRACKIO_PORT": 7860, "TRACKIO_DIR": "~/tio"}

@@ -111,6 +111,7 @@ class Config:
     """Trackio's settings (lib/trackers/Kconfig), named after their flags."""
 
     trackio_dir: str  # --trackio-dir: the databases' folder; "" is Trackio's default
+    trackio_gpu_metrics: bool  # --trackio-gpu-metrics: Trackio's own gpu/* system metrics
 
 
 class TrackioTracker(Tracker):
@@ -121,7 +122,8 @@ class TrackioTracker(Tracker):
     @staticmethod
     def settings_from_state(state):
         """The settings that reopen the run `state` (a state_dict()) describes."""
-        return Config(trackio_dir=state.get("trackio_dir", ""))
+        return Config(trackio_dir=state.get("trackio_dir", ""),
+                      trackio_gpu_metrics=state.get("trackio_gpu_metrics", False))
 
     def __init__(self, *, project, run_name, config, settings, group="", resume_state=None):
         trackio = import_trackio(settings.trackio_dir)
@@ -139,11 +141,13 @@ class TrackioTracker(Tracker):
                 config=config,
                 resume="allow" if resume_state is not None else "never",
                 embed=False,
+                auto_log_gpu=settings.trackio_gpu_metrics,
             )
         except Exception as exc:
             raise TrackerError(f"tracker trackio cannot start: {exc}") from None
         self._trackio = trackio
         self.project = project
+        self._gpu_metrics = settings.trackio_gpu_metrics
         try:
             stored = stored_points(self.db_path, self._run.id) if self._local and resume_state is not None else {}
         except TrackerError:
@@ -175,6 +179,7 @@ class TrackioTracker(Tracker):
             "run_name": self._run.name,
             "run_id": self._run.id,
             "trackio_dir": str(self.db_path.parent),
+            "trackio_gpu_metrics": self._gpu_metrics,
         }
 
     def _close_run(self):
