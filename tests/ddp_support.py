@@ -8,11 +8,15 @@ tests/test_multinode.py (run as the script torchrun starts):
                                 does not share the filesystem
   GPT2LAB_TEST_RANK1_NO_DATA=1  rank 1 finds no prepared data anywhere, as on
                                 a node without rank 0's --data-dir
+  GPT2LAB_TEST_GRAD_NORMS=DIR   (no fault) each rank appends every norm
+                                clip_grad_norm_ returns to DIR/rank<R>.txt
 """
 
 import os
 import sys
 import time
+
+import torch
 
 import gpt2.prepare_data as prepare_data
 from gpt2 import train
@@ -32,6 +36,17 @@ def main():
         os.chdir(os.environ["GPT2LAB_TEST_RANK1_CWD"])
     if os.environ.get("GPT2LAB_TEST_RANK1_NO_DATA") and os.environ["RANK"] == "1":
         prepare_data.read_finished_meta = lambda folder: None
+    norms_dir = os.environ.get("GPT2LAB_TEST_GRAD_NORMS")
+    if norms_dir:
+        clip = torch.nn.utils.clip_grad_norm_
+
+        def recording_clip(*args, **kwargs):
+            norm = clip(*args, **kwargs)
+            with open(os.path.join(norms_dir, f"rank{os.environ['RANK']}.txt"), "a") as f:
+                f.write(f"{norm.item()!r}\n")
+            return norm
+
+        torch.nn.utils.clip_grad_norm_ = recording_clip
     return train.main()
 
 

@@ -60,6 +60,26 @@ def test_data_preparation_longer_than_the_process_group_timeout_still_trains(sha
     assert (tmp_path / "out" / "ckpt.pt").is_file()
 
 
+def test_grad_norm_under_ddp_is_the_whole_models_on_every_rank(shakespeare_data, shakespeare_path, tmp_path):
+    """Clipping sees the all-reduced gradients: every rank gets the same
+    norm (the ranks train on different batches, so a norm taken before the
+    all-reduce would differ), and rank 0 logs exactly that value."""
+    norms = tmp_path / "norms"
+    norms.mkdir()
+    result = torchrun_faulty(
+        [*shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(tmp_path / "out"),
+         "--max-iters", "4", "--log-interval", "2", "--grad-clip", "1.0"],
+        GPT2LAB_TEST_GRAD_NORMS=str(norms),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rank0, rank1 = ([float(v) for v in (norms / f"rank{r}.txt").read_text().split()] for r in (0, 1))
+    assert len(rank0) == len(rank1) == 4
+    assert rank0 == pytest.approx(rank1, rel=1e-6, abs=0)
+    logged = {r["step"]: r["metrics"]["train/grad_norm"] for r in read_journal(journal_path(tmp_path / "out"))
+              if r["kind"] == "log" and "train/grad_norm" in r["metrics"]}  # fmt: skip
+    assert logged == {2: pytest.approx(rank0[1], rel=1e-6), 4: pytest.approx(rank0[3], rel=1e-6)}
+
+
 def test_out_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, shakespeare_path, tmp_path):
     """Rank 1 sees another folder under the same --out-dir (another node's
     disk): one line before training, and no marker left behind."""
