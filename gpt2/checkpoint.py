@@ -38,6 +38,21 @@ REQUIRED_KEYS = ("model", "model_config", "optimizer", "pruner", "scaler", "iter
                  "training_time", "rng", "args")  # fmt: skip
 
 
+class UnreadableCheckpoint(Exception):
+    """A checkpoint file torch cannot load; str() is torch's reason, one line."""
+
+
+def read_checkpoint_file(path):
+    """The state in `path` (tensors on the CPU).  weights_only: a checkpoint
+    holds only tensors and plain Python values, so loading one never runs
+    code from the file.  Raises UnreadableCheckpoint."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or not a torch file: torch raises many kinds
+        text = str(exc).strip()
+        raise UnreadableCheckpoint(text.splitlines()[0] if text else type(exc).__name__) from None
+
+
 def load_checkpoint(out_dir):
     """The state saved in out_dir/ckpt.pt (tensors on the CPU)."""
     path = Path(out_dir) / LATEST
@@ -46,12 +61,9 @@ def load_checkpoint(out_dir):
             f"--resume: no checkpoint at {path}; start without --resume, "
             "or set --out-dir to the folder of the run to continue"
         )
-    # weights_only: a checkpoint holds only tensors and plain Python values,
-    # so loading one never runs code from the file.
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or not a torch file: torch raises many kinds
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state = read_checkpoint_file(path)
+    except UnreadableCheckpoint as reason:
         raise UsageError(f"--resume: cannot read {path} ({reason}); start a new --out-dir") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:

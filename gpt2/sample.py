@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.checkpoint import BEST
+from gpt2.checkpoint import BEST, UnreadableCheckpoint, read_checkpoint_file
 from gpt2.errors import UsageError
 from gpt2.generate import encode_prompt, prompt_text, sample_texts
 from gpt2.model import GPT, GPTConfig
@@ -104,11 +104,9 @@ def load_model(path, device):
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}; train one with `make train`, or name one with --ckpt (CKPT=)")
     try:
-        # weights_only: loading a checkpoint never runs code from the file.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, damaged or not a torch file: torch raises many kinds
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot read the checkpoint {path} ({reason[:200]}); it is damaged or not a "
+        state = read_checkpoint_file(path)
+    except UnreadableCheckpoint as exc:
+        raise UsageError(f"cannot read the checkpoint {path} ({str(exc)[:200]}); it is damaged or not a "
                          "torch file: train again, or name another with --ckpt") from None
     if not isinstance(state, dict) or not {"model", "model_config"} <= state.keys():
         raise UsageError(f"{path} is not a gpt2lab checkpoint (no model and model_config); "
