@@ -70,22 +70,22 @@ sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling 
 	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
-	@$(PYTHON) -m scripts.trackio_show --build-dir $(BUILD) --port '$(PORT)'
+	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port '$(PORT)'
 
 wandb-sync: | $(VENV_STAMP) ## upload offline W&B runs [ARGS=...]
-	@$(PYTHON) -m scripts.wandb_sync $(ARGS)
+	@$(PYTHON) -m scripts.tracking.wandb_sync $(ARGS)
 
 reproduce: | $(VENV_STAMP) ## re-create a tracked run from its record [RUN=name|id|out-dir, STRICT=1]
-	@$(PYTHON) -m scripts.reproduce '$(RUN)' $(if $(STRICT),--strict) $(ARGS)
+	@$(PYTHON) -m scripts.experiments.reproduce '$(RUN)' $(if $(STRICT),--strict) $(ARGS)
 
 sweep: | $(VENV_STAMP) ## run every point of a sweep, then its report [SWEEP=file | BASE= VARY= SEEDS=; JOBS=, NAME=, ARGS=]
-	@$(PYTHON) -m scripts.sweep --file '$(SWEEP)' --base '$(BASE)' --vary '$(VARY)' --seeds '$(SEEDS)' --jobs '$(or $(JOBS),1)' --name '$(NAME)' --root '$(SWEEPS)' -- $(ARGS)
+	@$(PYTHON) -m scripts.experiments.sweep --file '$(SWEEP)' --base '$(BASE)' --vary '$(VARY)' --seeds '$(SEEDS)' --jobs '$(or $(JOBS),1)' --name '$(NAME)' --root '$(SWEEPS)' -- $(ARGS)
 
 report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs [SWEEP_DIR=dir | RUNS="dirs" REPORT_DIR=dir; BASELINE=point, TRACK=1]
-	@$(PYTHON) -m scripts.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)') $(if $(TRACK),--track)
+	@$(PYTHON) -m scripts.experiments.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)') $(if $(TRACK),--track)
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
-	@$(PYTHON) -m scripts.bench $(ARGS)
+	@$(PYTHON) -m scripts.bench.bench $(ARGS)
 
 gpu-check: | $(VENV_STAMP) ## on a CUDA machine: matmul, 124M bench, preset run, kill -9 + resume, DDP -> gpu-check.json [ARGS=...]
 	@$(PYTHON) -m scripts.gpu_check $(ARGS)

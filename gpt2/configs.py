@@ -4,12 +4,12 @@ One small frozen dataclass per part, its fields named after the part's
 train.py flags (which lib/options.py derives from Kconfig), validated at
 construction with messages that name the flags:
 
-  ModelConfig     gpt2/Kconfig "Model"        -> GPTConfig (gpt2/model.py)
-  DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/prepare_data.py
+  ModelConfig     gpt2/Kconfig "Model"        -> GPTConfig (gpt2/model/gpt.py)
+  DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/data/prepare.py
   TrainingConfig  gpt2/Kconfig "Training"     -> gpt2/train.py's loop
   SystemConfig    gpt2/Kconfig "System"       -> device, precision, matmuls
-  SamplingConfig  gpt2/Kconfig "Sampling"     -> gpt2/training_samples.py
-  HealthConfig    gpt2/Kconfig "Run health"   -> gpt2/health.py
+  SamplingConfig  gpt2/Kconfig "Sampling"     -> gpt2/run/samples.py
+  HealthConfig    gpt2/Kconfig "Run health"   -> gpt2/run/health.py
   OptimizerConfig lib/optim/Kconfig           -> lib/optim/ (+ the optimizer's own Config)
   PruningConfig   lib/pruning/Kconfig         -> lib/pruning/
   TrackingConfig  Kconfig.tracking, lib/trackers/Kconfig -> lib/trackers/
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2.data_sources import DATASETS
+from gpt2.data.sources import DATASETS
 from gpt2.errors import UsageError
-from gpt2.model import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
+from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
 from lib.plugins import from_flags
 from lib.pruning import PruningConfig
@@ -79,7 +79,7 @@ class ModelConfig:
         return MODEL_SIZES[self.model]
 
     def gpt_config(self):
-        """The network's shape for gpt2/model.py."""
+        """The network's shape for gpt2/model/gpt.py."""
         try:
             return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **self.shape())
         except ValueError as err:
@@ -166,7 +166,7 @@ class SystemConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """The samples logged during training (gpt2/training_samples.py); the
+    """The samples logged during training (gpt2/run/samples.py); the
     prompt, temperature, top-k and seed are also `make sample`'s defaults."""
 
     sample_prompt: str
@@ -177,7 +177,7 @@ class SamplingConfig:
     sample_training_tokens: int
 
     def __post_init__(self):
-        from gpt2.generate import FILE_PREFIX
+        from gpt2.model.generate import FILE_PREFIX
 
         path = self.sample_prompt[len(FILE_PREFIX) :] if self.sample_prompt.startswith(FILE_PREFIX) else None
         if self.sample_interval and path is not None and not os.path.isfile(os.path.expanduser(path)):
@@ -187,7 +187,7 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """Run health: update-to-weight ratios and the loss-spike alert (gpt2/health.py)."""
+    """Run health: update-to-weight ratios and the loss-spike alert (gpt2/run/health.py)."""
 
     health_interval: int
     loss_spike_factor: float

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from gpt2.checkpoint import BEST, UnreadableCheckpoint, read_checkpoint_file
+from gpt2.run.checkpoint import BEST, UnreadableCheckpoint, read_checkpoint_file
 from gpt2.errors import UsageError
-from gpt2.generate import encode_prompt, prompt_text, sample_texts
-from gpt2.model import GPT, GPTConfig
+from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
+from gpt2.model.gpt import GPT, GPTConfig
 from lib.kconfig import ConfigError, load_tree, read_config
 from lib.options import options
 

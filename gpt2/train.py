@@ -4,7 +4,7 @@
     torchrun --standalone --nproc-per-node 8 gpt2/train.py       # 8 GPUs
 
 Flags: gpt2/cli.py (defaults from Kconfig; `make train` passes .config's).
-gpt2/run_setup.py builds the run (device, data, model, optimizer, resume
+gpt2/run/setup.py builds the run (device, data, model, optimizer, resume
 state); this file reads top to bottom: one training step, evaluation and
 checkpoint, the loop, the final report, main().
 
@@ -35,18 +35,19 @@ from pathlib import Path
 
 import torch
 
-from gpt2 import cli, distributed
-from gpt2.batches import SPLITS
-from gpt2.checkpoint import LATEST, rng_state, save_checkpoint
+from gpt2 import cli
+from gpt2.run import distributed
+from gpt2.data.batches import SPLITS
+from gpt2.run.checkpoint import LATEST, rng_state, save_checkpoint
 from gpt2.errors import NonFiniteLossError, UsageError
-from gpt2.mfu import above_peak_warning, model_flops_utilization
-from gpt2.out_dir_lock import out_dir_lock
-from gpt2.preemption import StopSignals, StoppedBySignal, signal_name
-from gpt2.prepare_data import DataError
+from gpt2.run.mfu import above_peak_warning, model_flops_utilization
+from gpt2.run.out_dir_lock import out_dir_lock
+from gpt2.run.preemption import StopSignals, StoppedBySignal, signal_name
+from gpt2.data.prepare import DataError
 from gpt2.configs import RunConfig
-from gpt2.run_config import model_config_dict, resolve_precision
-from gpt2.run_setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
-from gpt2.schedule import learning_rate
+from gpt2.run.precision import model_config_dict, resolve_precision
+from gpt2.run.setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
+from gpt2.run.schedule import learning_rate
 from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
 from lib.trackers import TrackerError
@@ -68,7 +69,7 @@ def no_log(message):
 def train_step(run, lr):
     """Forward/backward over the micro-batches, then clip -> step -> prune ->
     zero_grad.  Returns the mean loss as a device tensor (no sync); the
-    gradient norm clipping returns goes to run.health (gpt2/health.py)."""
+    gradient norm clipping returns goes to run.health (gpt2/run/health.py)."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     loss_sum = torch.zeros((), device=run.device)
@@ -234,7 +235,7 @@ def report_progress(run, loss, lr, seconds_per_iter):
 
 def stop_reason(run):
     """None to go on; "time" once --max-time is used up; or the number of
-    the signal (gpt2/preemption.py) that asks this run to stop.  Every rank
+    the signal (gpt2/run/preemption.py) that asks this run to stop.  Every rank
     gets the same answer at the same step: one tiny collective per step
     under DDP, a second one only when stopping."""
     max_time = run.cfg.training.max_time
@@ -352,12 +353,12 @@ def train(args, log=log_line):
     dist = distributed.start(precision.device_type, cfg.system.dist_timeout)
     try:
         log = log if dist.is_main else no_log
-        # One run per --out-dir (gpt2/out_dir_lock.py), for the whole run.
+        # One run per --out-dir (gpt2/run/out_dir_lock.py), for the whole run.
         with out_dir_lock(cfg.training.out_dir, dist):
             run, checkpoint = setup(cfg, plain_flags(args), precision, dist, log)
             run.trackers = open_run_trackers(run, checkpoint, train_args=cli.command_line(args))
             # SIGTERM, SIGUSR1 and SIGINT stop the loop with a checkpoint
-            # (gpt2/preemption.py), and cannot cut the trackers' closing short.
+            # (gpt2/run/preemption.py), and cannot cut the trackers' closing short.
             with StopSignals(announce=dist.is_main) as run.stop:
                 try:
                     if checkpoint:
@@ -382,7 +383,7 @@ def main(argv=None):
     fix (one `error:` line on stderr, no traceback); 128 + the signal's
     number after a stop on SIGTERM (143), SIGUSR1 (138) or SIGINT/Ctrl-C
     (130) during training, with a checkpoint at the step it stopped at
-    (gpt2/preemption.py); 130 also after Ctrl-C before training started
+    (gpt2/run/preemption.py); 130 also after Ctrl-C before training started
     (then --resume continues from the last checkpoint, if any)."""
     args = cli.parse_args(argv)
     stopped = None
@@ -400,7 +401,7 @@ def main(argv=None):
     if distributed.launched_rank() == 0:
         print(message, file=sys.stderr, flush=True)
     # After a stop the signal handlers are held until the line is out
-    # (gpt2/preemption.py).  A torchrun worker then ignores them to its exit:
+    # (gpt2/run/preemption.py).  A torchrun worker then ignores them to its exit:
     # torchrun sends SIGTERM to the workers left once one has exited.
     if stopped is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         stopped.ignore()

@@ -7,7 +7,7 @@ One line per check, in this order, and everything in gpu-check.json:
 
   gpu      name, count, compute capability, torch and CUDA (or ROCm) versions
   matmul   bf16 TFLOP/s of 8192 x 8192 products, and that as a fraction of
-           the card's dense bf16 peak (gpt2/mfu.py's table; unknown card:
+           the card's dense bf16 peak (gpt2/run/mfu.py's table; unknown card:
            no fraction)
   bench    `make bench ARGS="--device cuda"`'s training row: GPT-2 124M,
            bf16, torch.compile, batch 16 x 1,024: ms/iter, tokens/s, MFU
@@ -44,10 +44,10 @@ from pathlib import Path
 
 import torch
 
-from gpt2.mfu import gpu_peak_flops
-from gpt2.prepare_data import DataError
+from gpt2.run.mfu import gpu_peak_flops
+from gpt2.data.prepare import DataError
 from lib.atomic import write_text_atomically
-from scripts.bench_rows import BenchError
+from scripts.bench.rows import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -208,9 +208,9 @@ def matmul_check(name, seconds=2.0):
 
 def bench_check(work, text_path):
     """`make bench --device cuda`'s training row, through its own machinery."""
-    from gpt2.prepare_data import ensure_prepared
-    from scripts.bench import PLANS, scratch_environment
-    from scripts.bench_rows import Workspace, run_step_worker, training_row
+    from gpt2.data.prepare import ensure_prepared
+    from scripts.bench.bench import PLANS, scratch_environment
+    from scripts.bench.rows import Workspace, run_step_worker, training_row
 
     scratch = work / "bench"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -296,7 +296,7 @@ def checks(args, work, say):
     report["matmul"] = mm = matmul_check(gpu["name"])
     say(f"matmul: bf16 {MATMUL_SIZE}^3 at {mm['tflops']:.0f} TFLOP/s"
         + (f" = {mm['fraction_of_peak']:.0%} of the {mm['peak_tflops']:.0f} peak" if mm["peak_tflops"]
-           else " (no peak for this GPU in gpt2/mfu.py)"))
+           else " (no peak for this GPU in gpt2/run/mfu.py)"))
     torch.cuda.empty_cache()
     try:
         report["bench"] = bench = {**bench_check(work, args.input), "ok": True}

@@ -49,7 +49,7 @@ def pytest_configure(config):
     global _session_scratch
     _session_scratch = tempfile.mkdtemp(prefix="gpt2lab-tests-")
     _point_at_scratch(os.environ.__setitem__, _session_scratch)
-    # gpt2/machine_profile.py's cache: one per session, not ~/.cache, and not
+    # gpt2/cpu/machine_profile.py's cache: one per session, not ~/.cache, and not
     # one per test (each would measure the CPU again, about a second).
     os.environ["XDG_CACHE_HOME"] = os.path.join(_session_scratch, "xdg_cache")
 
@@ -91,7 +91,7 @@ def shakespeare_data(tmp_path_factory, shakespeare_path):
     """A data dir holding shakespeare/{train,val}.bin + meta.json, prepared
     once per session from the local corpus.  Use it as
     `python gpt2/train.py --data-dir <it> --dataset shakespeare`."""
-    from gpt2.prepare_data import ensure_prepared
+    from gpt2.data.prepare import ensure_prepared
 
     data_dir = tmp_path_factory.mktemp("data")
     ensure_prepared("shakespeare", data_dir, input_path=shakespeare_path)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-import gpt2.prepare_data as prepare_data
+import gpt2.data.prepare as prepare_data
 from gpt2 import train
 
 

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from gpt2.tokenizer import default_workers
-from scripts.bench import PLANS
-from scripts.bench_report import COLUMNS, MONITOR_GOAL, ROW_NUMBERS, SAMPLE_GOAL, evaluate_goals
+from gpt2.data.tokenizer import default_workers
+from scripts.bench.bench import PLANS
+from scripts.bench.report import COLUMNS, MONITOR_GOAL, ROW_NUMBERS, SAMPLE_GOAL, evaluate_goals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def quick_bench(shakespeare_path, tmp_path_factory):
-    """(stdout, JSON report) of one `python -m scripts.bench --quick` run."""
+    """(stdout, JSON report) of one `python -m scripts.bench.bench --quick` run."""
     json_path = tmp_path_factory.mktemp("bench") / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.bench", "--quick", "--device", "cpu", "--input", str(shakespeare_path),
+        [sys.executable, "-m", "scripts.bench.bench", "--quick", "--device", "cpu", "--input", str(shakespeare_path),
          "--json", str(json_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -81,7 +81,7 @@ def test_the_table_has_a_header_every_row_and_every_column(quick_bench):
     header = lines[0]
     assert header.startswith("gpt2lab bench (quick) | ")
     assert f"torch {report['machine']['torch']}" in header and "cores" in header and "threads" in header
-    assert "python -m scripts.bench --quick" in header and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", header)
+    assert "python -m scripts.bench.bench --quick" in header and re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", header)
     table = [line for line in lines if line.startswith("|")]
     titles = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert titles == ["measurement", *(title for title, _, _ in COLUMNS), "notes"]
@@ -118,7 +118,7 @@ def test_a_gpu_row_without_a_known_peak_ran_and_says_so():
 
 def test_a_missing_corpus_is_one_line_and_exit_1(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.bench", "--quick", "--input", str(tmp_path / "missing.txt")],
+        [sys.executable, "-m", "scripts.bench.bench", "--quick", "--input", str(tmp_path / "missing.txt")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1

@@ -20,7 +20,8 @@ import pytest
 from gpt2.cli import parse_args
 from lib.kconfig import REPO_ROOT, ConfigError, load_tree, read_config, typed_value
 from lib.options import options
-from scripts import configure, genconfig, launch, trackio_show
+from scripts import configure, genconfig, launch
+from scripts.tracking import trackio_show
 
 PRESETS = sorted(configure.presets())
 TRACKERS = ["none", "trackio", "wandb", "trackio,wandb"]

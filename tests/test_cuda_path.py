@@ -17,10 +17,10 @@ import torch
 
 from gpt2 import cli
 from gpt2.configs import RunConfig
-from gpt2.cpu_matmul import OneDNNLinear
-from gpt2.distributed import start
-from gpt2.run_config import cpp_compiler, resolve_precision
-from gpt2.run_setup import plain_flags, setup
+from gpt2.cpu.matmul import OneDNNLinear
+from gpt2.run.distributed import start
+from gpt2.run.precision import cpp_compiler, resolve_precision
+from gpt2.run.setup import plain_flags, setup
 from gpt2.train import main
 from scripts.gpu_check import shakespeare_parquet
 from train_support import TINY, shakespeare_flags

@@ -17,10 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gpt2 import data_sources, prepare_data, tokenizer
-from gpt2.data_sources import DataError, DocumentSource, HubDataset
-from gpt2.prepare_data import ensure_prepared
-from gpt2.tokenizer import EOT_TOKEN, gpt2_encoding, split_text, tokenize
+from gpt2.data import sources as data_sources
+from gpt2 import prepare_data as prepare_cli
+from gpt2.data import prepare as prepare_data
+from gpt2.data import tokenizer
+from gpt2.data.sources import DataError, DocumentSource, HubDataset
+from gpt2.data.prepare import ensure_prepared
+from gpt2.data.tokenizer import EOT_TOKEN, gpt2_encoding, split_text, tokenize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +89,7 @@ def test_tokenizer_builds_without_network(tmp_path):
             raise OSError("network used in an offline test")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        from gpt2.tokenizer import gpt2_encoding
+        from gpt2.data.tokenizer import gpt2_encoding
         enc = gpt2_encoding()
         print(json.dumps([enc.name, enc.n_vocab, enc.eot_token, enc.encode_ordinary("Hello world")]))
         """
@@ -268,7 +271,7 @@ def test_damaged_prepared_data_without_input_says_so_instead_of_downloading(tmp_
         raise AssertionError("a damaged prepared folder must not start a download")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    assert prepare_data.main(["--dataset", "shakespeare", "--data-dir", str(tmp_path / "data")]) == 1
+    assert prepare_cli.main(["--dataset", "shakespeare", "--data-dir", str(tmp_path / "data")]) == 1
     assert capsys.readouterr().err == (
         f"error: the prepared {folder / 'train.bin'} is damaged (10 bytes; meta.json expects {2 * tokens:,} bytes, "
         f"{tokens:,} tokens); delete the folder {folder} and run again to prepare it anew, "
@@ -292,7 +295,7 @@ def test_data_dir_that_is_a_file_is_one_line_error(tmp_path, capsys):
     data_dir.write_text("not a folder")
     with pytest.raises(DataError, match=r"cannot prepare shakespeare \(.*\); --data-dir must be a writable folder"):
         ensure_prepared("shakespeare", data_dir, input_path=source, log=lambda *a: None)
-    assert prepare_data.main(["--dataset", "shakespeare", "--input", str(source), "--data-dir", str(data_dir)]) == 1
+    assert prepare_cli.main(["--dataset", "shakespeare", "--input", str(source), "--data-dir", str(data_dir)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot prepare shakespeare")
     assert data_dir.read_text() == "not a folder"
@@ -393,7 +396,7 @@ def test_shakespeare_offline_without_input_names_input_flag(tmp_path, monkeypatc
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    assert prepare_data.main(["--dataset", "shakespeare", "--data-dir", str(tmp_path / "data")]) == 1
+    assert prepare_cli.main(["--dataset", "shakespeare", "--data-dir", str(tmp_path / "data")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot download") and "--input FILE" in err
     assert not (tmp_path / "data").exists()

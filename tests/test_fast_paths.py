@@ -1,10 +1,10 @@
 """The speed-ups of the CPU training path change no result: the chunked
-linear cross-entropy (gpt2/linear_cross_entropy.py) gives F.cross_entropy's
+linear cross-entropy (gpt2/cpu/linear_cross_entropy.py) gives F.cross_entropy's
 loss and gradients, through BLAS and through oneDNN; oneDNN's Linear
-(gpt2/cpu_matmul.py) gives F.linear's; a model with the fast paths attached
-(gpt2/cpu_fast_paths.py) trains as the plain one, keeps its parameters, and
+(gpt2/cpu/matmul.py) gives F.linear's; a model with the fast paths attached
+(gpt2/cpu/fast_paths.py) trains as the plain one, keeps its parameters, and
 leaves every other model of the process plain; and keeping freed memory
-(gpt2/cpu_allocator.py) is safe to ask for."""
+(gpt2/cpu/allocator.py) is safe to ask for."""
 
 import platform
 
@@ -14,13 +14,13 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from gpt2 import cpu_matmul
-from gpt2.cpu_allocator import keep_freed_memory
-from gpt2.cpu_fast_paths import use_cpu_fast_paths
+from gpt2.cpu import matmul as cpu_matmul
+from gpt2.cpu.allocator import keep_freed_memory
+from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.errors import UsageError
-from gpt2 import linear_cross_entropy as linear_cross_entropy_module
-from gpt2.linear_cross_entropy import ChunkedLoss, default_chunk_rows, linear_cross_entropy
-from gpt2.model import GPT, PADDED_VOCAB_SIZE, GPTConfig
+from gpt2.cpu import linear_cross_entropy as linear_cross_entropy_module
+from gpt2.cpu.linear_cross_entropy import ChunkedLoss, default_chunk_rows, linear_cross_entropy
+from gpt2.model.gpt import GPT, PADDED_VOCAB_SIZE, GPTConfig
 
 SMALL = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 

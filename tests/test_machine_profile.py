@@ -1,5 +1,5 @@
 """Start-up measurements that pick a number or a code path are taken once per
-machine (gpt2/machine_profile.py): the CPU peak is the best of several
+machine (gpt2/cpu/machine_profile.py): the CPU peak is the best of several
 rounds, so a busy start-up cannot push MFU over 100%, and an MFU above 100%
 is never logged without a warning; `--cpu-matmul auto` never flips between
 runs, and a resumed run computes through the library its checkpoint
@@ -12,9 +12,10 @@ import pytest
 import torch
 from train_support import TINY, shakespeare_flags
 
-from gpt2 import cpu_matmul, machine_profile
-from gpt2.checkpoint import load_checkpoint
-from gpt2.mfu import cpu_matmul_flops, model_flops_utilization
+from gpt2.cpu import matmul as cpu_matmul
+from gpt2.cpu import machine_profile
+from gpt2.run.checkpoint import load_checkpoint
+from gpt2.run.mfu import cpu_matmul_flops, model_flops_utilization
 from gpt2.train import main
 
 IDLE = {"blas": 100e9, "onednn": 200e9}

@@ -1,12 +1,12 @@
-"""GPT-2 model (gpt2/model.py) and the MFU helper (gpt2/mfu.py)."""
+"""GPT-2 model (gpt2/model/gpt.py) and the MFU helper (gpt2/run/mfu.py)."""
 
 import math
 
 import pytest
 import torch
 
-from gpt2.mfu import cpu_matmul_flops, gpu_peak_flops, measure_matmul_flops, model_flops_utilization, peak_flops
-from gpt2.model import GPT, MODEL_SIZES, PADDED_VOCAB_SIZE, GPTConfig
+from gpt2.run.mfu import cpu_matmul_flops, gpu_peak_flops, measure_matmul_flops, model_flops_utilization, peak_flops
+from gpt2.model.gpt import GPT, MODEL_SIZES, PADDED_VOCAB_SIZE, GPTConfig
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -16,11 +16,11 @@ from train_support import TINY, shakespeare_flags
 
 from gpt2 import cli, train
 from gpt2.configs import RunConfig
-from gpt2.distributed import Distributed
-from gpt2.health import RunHealth
-from gpt2.model import GPT, GPTConfig
-from gpt2.run_config import Precision, resolve_precision
-from gpt2.run_setup import select_device, use_deterministic
+from gpt2.run.distributed import Distributed
+from gpt2.run.health import RunHealth
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.run.precision import Precision, resolve_precision
+from gpt2.run.setup import select_device, use_deterministic
 from lib.pruning import PruningConfig, build_pruner
 from lib.trackers.journal import journal_path, read_journal
 from scripts import launch
@@ -114,7 +114,7 @@ def test_data_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, s
     assert error_lines(result) == [
         f"error: rank 1 on {os.uname().nodename}: --data-dir: {shakespeare_data / 'shakespeare'}, prepared by "
         "rank 0, is missing or different here; put --data-dir on a filesystem every node shares, or prepare the "
-        "same data on each node first (gpt2/prepare_data.py)"
+        "same data on each node first (gpt2/data/prepare.py)"
     ]
     assert "iter 1" not in result.stdout
 

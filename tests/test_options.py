@@ -57,7 +57,7 @@ def test_every_config_field_is_a_flag(kconf):
 
 def test_make_only_options_are_read_by_a_script(kconf):
     # gpt2/sample.py is `make sample`'s script (scripts/sample.py only hands it .config).
-    readers = [*(REPO_ROOT / "scripts").glob("*.py"), REPO_ROOT / "gpt2" / "sample.py"]
+    readers = [*(REPO_ROOT / "scripts").rglob("*.py"), REPO_ROOT / "gpt2" / "sample.py"]
     scripts = "".join(path.read_text() for path in readers)
     for option in options(kconf):
         if not option.train_flag:
@@ -202,7 +202,7 @@ def args_reads(path):
 def test_training_code_reads_typed_configs_not_the_namespace():
     """The loop and its setup read the configs; an `args.x` there could name
     a flag that does not exist and fail only at run time."""
-    for path in ("gpt2/train.py", "gpt2/run_setup.py", "gpt2/run_config.py"):
+    for path in ("gpt2/train.py", "gpt2/run/setup.py", "gpt2/run/precision.py"):
         assert args_reads(REPO_ROOT / path) <= {"out_dir"}, path
 
 

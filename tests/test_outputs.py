@@ -1,5 +1,5 @@
 """Where a run writes: every output path is checked before step 0; one run
-per --out-dir at a time (gpt2/out_dir_lock.py), a lock that a crash never
+per --out-dir at a time (gpt2/run/out_dir_lock.py), a lock that a crash never
 leaves stale; two runs in different out-dirs logging to one Trackio
 project both complete with every row."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from tracking_support import journal_points, own_env, steps_of, trackio_rows
 from train_support import TINY, shakespeare_flags
 
-from gpt2.out_dir_lock import LOCK_NAME
+from gpt2.run.out_dir_lock import LOCK_NAME
 from gpt2.train import main
 from lib.trackers.journal import journal_path, read_journal
 
@@ -48,8 +48,8 @@ def hold_lock(out_dir):
     """A process holding the out-dir's lock, as a running training does."""
     code = (
         "import sys, time\n"
-        "from gpt2.distributed import Distributed\n"
-        "from gpt2.out_dir_lock import out_dir_lock\n"
+        "from gpt2.run.distributed import Distributed\n"
+        "from gpt2.run.out_dir_lock import out_dir_lock\n"
         "with out_dir_lock(sys.argv[1], Distributed()):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(300)\n"

@@ -1,5 +1,5 @@
 """SIGTERM, SIGUSR1 and SIGINT stop a run with a checkpoint at the step it
-was in (gpt2/preemption.py): trackers closed, one line, exit 128 + signal;
+was in (gpt2/run/preemption.py): trackers closed, one line, exit 128 + signal;
 --resume then repeats the uninterrupted run's losses, and Trackio and the
 W&B offline run hold each step once.  The same under torchrun (gloo); and
 a second signal during the save leaves a loadable checkpoint."""
@@ -17,7 +17,7 @@ from tracking_support import TRAIN_METRICS, VAL_METRICS, journal_points, own_env
 from train_support import TINY, shakespeare_flags
 
 import gpt2.train
-from gpt2.checkpoint import LATEST, load_checkpoint
+from gpt2.run.checkpoint import LATEST, load_checkpoint
 from gpt2.train import main
 from lib.trackers.journal import journal_path, read_journal
 

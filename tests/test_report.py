@@ -1,4 +1,4 @@
-"""scripts/report.py on real runs: 2 points (adamw, sgd) x 2 seeds of a
+"""scripts/experiments/report.py on real runs: 2 points (adamw, sgd) x 2 seeds of a
 6-iteration model, trained once for the module, laid out as a sweep."""
 
 import csv
@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from gpt2.train import main as train_main
-from scripts.report import main as report_main
+from scripts.experiments.report import main as report_main
 from train_support import shakespeare_flags
 
 POINTS = ("optimizer=adamw", "optimizer=sgd")
@@ -148,8 +148,8 @@ def test_runs_mode_groups_seeds_and_skips_unfinished(sweep, tmp_path, capsys):
 
 
 def test_sparsity_plot_when_a_run_prunes(sweep, tmp_path):
-    from scripts.report import group_points, sweep_inputs
-    from scripts.report_plots import write_plots
+    from scripts.experiments.report import group_points, sweep_inputs
+    from scripts.experiments.report_plots import write_plots
 
     runs, _, _ = sweep_inputs(sweep)
     runs[-1].config["pruning_method"] = "magnitude"

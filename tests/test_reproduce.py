@@ -1,4 +1,4 @@
-"""scripts/reproduce.py end to end: a tiny run tracked in Trackio and W&B
+"""scripts/experiments/reproduce.py end to end: a tiny run tracked in Trackio and W&B
 (offline), reproduced from each place it is recorded (its name in Trackio,
 its W&B offline folder, its out-dir), bit for bit; and the refusals: a name
 matching nothing, a name matching several runs (the three reproductions),
@@ -20,7 +20,7 @@ from train_support import TINY, shakespeare_flags
 from lib.trackers.journal import journal_path, read_journal
 from lib.trackers.run_info import git_diff, provenance
 from lib.trackers.wandb_records import offline_run_folders
-from scripts.reproduce import main as reproduce
+from scripts.experiments.reproduce import main as reproduce
 
 RESULT_KEYS = ("best_val_loss", "final_val_loss", "final_train_loss")
 ITERS = 4
@@ -101,8 +101,8 @@ def test_the_recorded_diff_is_capped_and_redacted(tmp_path):
 
 
 def start_reproduce(*args):
-    """`python -m scripts.reproduce ARGS` (as make runs it), started."""
-    return subprocess.Popen([sys.executable, "-m", "scripts.reproduce", *args], cwd=REPO_ROOT, env=own_env(),
+    """`python -m scripts.experiments.reproduce ARGS` (as make runs it), started."""
+    return subprocess.Popen([sys.executable, "-m", "scripts.experiments.reproduce", *args], cwd=REPO_ROOT, env=own_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

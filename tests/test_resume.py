@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from gpt2.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from gpt2.run.checkpoint import LATEST, load_checkpoint, save_checkpoint
 from gpt2.errors import UsageError
 from gpt2.train import main
 from train_support import TINY, shakespeare_flags

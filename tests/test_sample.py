@@ -15,9 +15,9 @@ from tracking_support import REPO_ROOT, journal_points, own_env, trackio_rows
 from train_support import TINY, shakespeare_flags
 
 from gpt2 import sample
-from gpt2.generate import decode, encode_prompt, generate
-from gpt2.model import GPT, GPTConfig
-from gpt2.tokenizer import EOT_TOKEN
+from gpt2.model.generate import decode, encode_prompt, generate
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.data.tokenizer import EOT_TOKEN
 from gpt2.train import main as train_main
 from lib.trackers.journal import journal_path, read_journal
 from lib.trackers.wandb_records import offline_run_files, read_offline_run, read_table
@@ -35,7 +35,7 @@ def test_kv_cache_gives_the_tokens_and_logits_of_the_full_forward_pass():
     idx = torch.randint(0, 50257, (2, 5))
     with torch.no_grad():
         full, _ = model(torch.cat([idx, idx[:, :3]], dim=1))
-        from gpt2.model import KVCache
+        from gpt2.model.gpt import KVCache
 
         cache = KVCache(SMALL, 2, "cpu")
         first, _ = model(idx, cache=cache)  # the prompt at once
@@ -282,7 +282,7 @@ def tiny_run_points(shakespeare_data, shakespeare_path, tmp_path):
 
 
 def test_loss_spike_alert(tmp_path):
-    from gpt2.health import SPIKE_WINDOW, RunHealth
+    from gpt2.run.health import SPIKE_WINDOW, RunHealth
 
     health = RunHealth(small_model(), torch.device("cpu"), grad_clip=1.0, health_interval=0, loss_spike_factor=2.0)
     assert [health.loss_spike(3.0) for _ in range(SPIKE_WINDOW)] == [None] * SPIKE_WINDOW

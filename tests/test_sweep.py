@@ -112,7 +112,7 @@ def test_one_point_one_seed_is_just_a_run(tmp_path, shakespeare_data, corpus):
                          "OPTIMIZER_ADAMWSPAM"),
 ])
 def test_bad_sweep_is_one_line_and_starts_nothing(vary, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "bad",
+    result = subprocess.run([sys.executable, "-m", "scripts.experiments.sweep", "--root", str(tmp_path), "--name", "bad",
                              "--base", "gpt2-tiny-shakespeare", "--vary", vary],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1
@@ -123,19 +123,19 @@ def test_bad_sweep_is_one_line_and_starts_nothing(vary, message, tmp_path):
 def test_sweep_file_errors_name_the_file_and_line(tmp_path):
     sweep_file = tmp_path / "mine.sweep"
     sweep_file.write_text("BASE=gpt2-tiny-shakespeare\n# a comment\nOPTIMIZER=adamw,sgd\nMAX_ITERS=0\n")
-    result = subprocess.run([sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--file", str(sweep_file)],
+    result = subprocess.run([sys.executable, "-m", "scripts.experiments.sweep", "--root", str(tmp_path), "--file", str(sweep_file)],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr == f"error: {sweep_file}:4: MAX_ITERS=0 is outside [1, 1000000000]\n"
-    missing = subprocess.run([sys.executable, "-m", "scripts.sweep", "--file", str(tmp_path / "none.sweep")],
+    missing = subprocess.run([sys.executable, "-m", "scripts.experiments.sweep", "--file", str(tmp_path / "none.sweep")],
                              cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 1 and "none.sweep: no such sweep file" in missing.stderr
 
 
 def test_same_name_with_another_grid_is_refused(tmp_path):
-    base = [sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "same",
+    base = [sys.executable, "-m", "scripts.experiments.sweep", "--root", str(tmp_path), "--name", "same",
             "--base", "gpt2-tiny-shakespeare", "--no-report"]
-    from scripts import sweep
+    from scripts.experiments import sweep
 
     sweep.plan(sweep.parse_command_line("gpt2-tiny-shakespeare", "OPTIMIZER=adamw,sgd", "1", "same"), tmp_path, [])
     result = subprocess.run([*base, "--vary", "OPTIMIZER=adamw,adam"], cwd=REPO_ROOT, capture_output=True, text=True)
@@ -147,7 +147,7 @@ def test_array_tasks_make_the_same_folders_as_make_sweep(tmp_path, shakespeare_d
     """A scheduler's array runs `--only N` for each run: each task plans the
     same sweep (same folders) and trains its run alone; the report then
     covers them all, as after `make sweep`."""
-    base = [sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "array",
+    base = [sys.executable, "-m", "scripts.experiments.sweep", "--root", str(tmp_path), "--name", "array",
             "--base", "gpt2-tiny-shakespeare", "--vary", f"MAX_ITERS=2 EVAL_INTERVAL=2 TRACKER=none {TINY}",
             "--seeds", "2", "--", f"--data-input={corpus}", f"--data-dir={shakespeare_data}"]
     first = subprocess.run([*base[:-3], "--only", "1", *base[-3:]], cwd=REPO_ROOT, capture_output=True, text=True)
@@ -156,14 +156,14 @@ def test_array_tasks_make_the_same_folders_as_make_sweep(tmp_path, shakespeare_d
     assert (folder / "seed-1338" / "metrics.json").is_file() and not (folder / "seed-1337" / "metrics.json").exists()
     second = subprocess.run([*base[:-3], "--only", "0", *base[-3:]], cwd=REPO_ROOT, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
-    report = subprocess.run([sys.executable, "-m", "scripts.report", "--sweep", str(tmp_path / "array")],
+    report = subprocess.run([sys.executable, "-m", "scripts.experiments.report", "--sweep", str(tmp_path / "array")],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "(n=2)" in (tmp_path / "array" / "report.md").read_text()
 
 
 def test_jobs_share_the_cpu_or_take_one_gpu_each(monkeypatch):
-    from scripts import sweep
+    from scripts.experiments import sweep
 
     monkeypatch.setattr(sweep, "_gpu_count", lambda: 0)
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
@@ -174,7 +174,7 @@ def test_jobs_share_the_cpu_or_take_one_gpu_each(monkeypatch):
 
 
 def test_two_jobs_run_at_once(tmp_path, shakespeare_data, corpus):
-    command = [sys.executable, "-m", "scripts.sweep", "--root", str(tmp_path), "--name", "jobs", "--jobs", "2",
+    command = [sys.executable, "-m", "scripts.experiments.sweep", "--root", str(tmp_path), "--name", "jobs", "--jobs", "2",
                "--no-report", "--base", "gpt2-tiny-shakespeare", "--vary",
                f"OPTIMIZER=adamw,sgd MAX_ITERS=2 EVAL_INTERVAL=2 TRACKER=none {TINY}",
                "--", f"--data-input={corpus}", f"--data-dir={shakespeare_data}"]

@@ -38,7 +38,7 @@ from lib.trackers.run_info import REDACTED
 from lib.trackers.trackio_tracker import stored_points
 from lib.trackers.wandb_records import CHUNK_HEADER, FULL, HEADER, offline_run_files, read_offline_run
 from lib.trackers.wandb_tracker import read_run_file
-from scripts import trackio_show
+from scripts.tracking import trackio_show
 
 
 def test_tracker_names_are_parsed_deduplicated_and_checked():
@@ -282,7 +282,7 @@ def test_backend_raising_mid_run_warns_once_and_replay_restores_it(tmp_path, mon
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: tracker")]
     assert len(warnings) == 1
     assert "tracker trackio failed in log() at step" in warnings[0] and "No space left on device" in warnings[0]
-    assert f"python scripts/replay_journal.py --out-dir {tmp_path} --tracker trackio" in warnings[0]
+    assert f"python scripts/tracking/replay_journal.py --out-dir {tmp_path} --tracker trackio" in warnings[0]
     assert trackers.failed.keys() == {"trackio"}
 
     db = trackio_db(trackers)

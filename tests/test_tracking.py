@@ -203,7 +203,7 @@ def test_backend_failing_mid_training_warns_completes_and_replays(shakespeare_da
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: tracker trackio")]
     assert len(warnings) == 1, result.stderr[-3000:]
-    assert f"python scripts/replay_journal.py --out-dir {out} --tracker trackio" in warnings[0]
+    assert f"python scripts/tracking/replay_journal.py --out-dir {out} --tracker trackio" in warnings[0]
     assert (out / "final.json").exists()  # training completed
 
     start = read_journal(journal_path(out))[0]
@@ -242,7 +242,7 @@ def test_out_dir_under_a_file_is_one_line_before_training(shakespeare_data, tmp_
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --out-dir {out} cannot be written (Not a directory); choose a writable folder"
-    )  # found by the out-dir's lock (gpt2/out_dir_lock.py), before anything else
+    )  # found by the out-dir's lock (gpt2/run/out_dir_lock.py), before anything else
     assert "Traceback" not in result.stderr
     assert not re.search(r"^(eval|iter) \d+ \|", result.stdout + result.stderr, re.MULTILINE)  # no step ran
     assert not list(Path(os.environ["WANDB_DIR"]).rglob("offline-run-*"))  # no W&B run was started

@@ -10,10 +10,10 @@ import torch
 from tracking_support import SUMMARY_KEYS as TRACKED_SUMMARY_KEYS
 from train_support import TINY, shakespeare_flags
 
-from gpt2.batches import Batches
-from gpt2.checkpoint import BEST, LATEST
+from gpt2.data.batches import Batches
+from gpt2.run.checkpoint import BEST, LATEST
 from gpt2.errors import UsageError
-from gpt2.schedule import learning_rate
+from gpt2.run.schedule import learning_rate
 from gpt2.train import main
 from lib.optim import optimizer_names
 

@@ -8,13 +8,13 @@ for each checkpoint, `.summary(metrics)` once at the end and `.finish()` in a
 journal.py), then handed to each backend.  A backend that raises is reported
 once, marked failed and skipped from then on: losing a dashboard must never
 stop a training run, and the journal still holds every point for
-scripts/replay_journal.py.
+scripts/tracking/replay_journal.py.
 """
 
 import numbers
 import sys
 
-REPLAY_SCRIPT = "scripts/replay_journal.py"
+REPLAY_SCRIPT = "scripts/tracking/replay_journal.py"
 ALERT_LEVELS = ("INFO", "WARN", "ERROR")  # the levels both Trackio and W&B know
 
 

@@ -5,7 +5,7 @@ record just after the backends started: it holds their run ids), one JSON
 object per line, flushed per record (a few hundred bytes per log interval),
 so it survives a crashed backend and a killed process (the OS keeps the
 flushed bytes; only a power loss can take the last lines).
-scripts/replay_journal.py reads it back to fill a backend that missed points.
+scripts/tracking/replay_journal.py reads it back to fill a backend that missed points.
 
 Record kinds:
   {"kind": "start", "time", "project", "run_name", "trackers", "resumed", "config", "backends"}

@@ -1,7 +1,7 @@
 """Automatic project and run names, shared by train.py, the Makefile and the scripts.
 
 One function per name so that `make trackio-show`, `make wandb-sync`,
-scripts/replay_journal.py and gpt2/train.py always agree on where a run lives.
+scripts/tracking/replay_journal.py and gpt2/train.py always agree on where a run lives.
 """
 
 import datetime

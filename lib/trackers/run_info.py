@@ -9,8 +9,8 @@ anything named like a credential is redacted, so an API key can never reach
 a dashboard, a journal or a config file of ours.
 
 What else a reproduction needs is one dict, config["provenance"]
-(`provenance()`; gpt2/run_setup.py adds what only the run knows), read back
-by scripts/reproduce.py:
+(`provenance()`; gpt2/run/setup.py adds what only the run knows), read back
+by scripts/experiments/reproduce.py:
 
   versions         {"python", "torch", "numpy", "trackio", "wandb"}: installed
                    versions (importlib.metadata, nothing imported; None: absent)
@@ -130,7 +130,7 @@ def git_dirty(repo_dir="."):
 def provenance(repo_dir=".", **run_facts):
     """config["provenance"] (see the module docstring): versions, the git
     diff and untracked files, a run_uid, and `run_facts` (device, dtype,
-    data, ... as gpt2/run_setup.py knows them)."""
+    data, ... as gpt2/run/setup.py knows them)."""
     dirty = git_dirty(repo_dir)
     diff = git_diff(repo_dir) if dirty else None
     return {

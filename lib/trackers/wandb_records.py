@@ -13,7 +13,7 @@ in the run folder's files/ (read_table below).
 
 Used to tell a resumed offline run which steps its earlier files already
 hold, to check after finish() that every point reached the file, by
-scripts/reproduce.py to find a run and read its config, and by the tracking
+scripts/experiments/reproduce.py to find a run and read its config, and by the tracking
 tests (tests/tracking_support.py) to read back what a run logged.
 """
 

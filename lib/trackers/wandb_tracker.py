@@ -2,7 +2,7 @@
 
 Offline (--wandb-offline, or WANDB_MODE=offline) writes
 <WANDB_DIR or .>/wandb/offline-run-<time>-<id>/run-<id>.wandb and asks
-nothing; scripts/wandb_sync.py uploads those folders later.  Online needs an
+nothing; scripts/tracking/wandb_sync.py uploads those folders later.  Online needs an
 API key from `wandb login` (~/.netrc) or WANDB_API_KEY: without one, this
 fails before training with that fix, instead of wandb's interactive prompt.
 The key is never read or written here.

@@ -1,5 +1,5 @@
 """Run a sweep: every point of a grid of Kconfig options, for each seed, then
-the report (`make sweep`; the format is in scripts/sweep_plan.py).
+the report (`make sweep`; the format is in scripts/experiments/sweep_plan.py).
 
     make sweep SWEEP=sweeps/optimizers.sweep
     make sweep BASE=gpt2-tiny-shakespeare VARY="OPTIMIZER=adamw,adamwspam" SEEDS=2 [JOBS=2]
@@ -36,7 +36,7 @@ from pathlib import Path
 from lib.atomic import replaced_atomically, write_text_atomically
 from lib.kconfig import REPO_ROOT, ConfigError
 from scripts.genconfig import render
-from scripts.sweep_plan import check, override, parse_command_line, parse_file, point_config
+from scripts.experiments.sweep_plan import check, override, parse_command_line, parse_file, point_config
 
 FINISHED = "metrics.json"  # written by train.py (--json-output) once the run is complete
 LOG = "train.log"
@@ -263,7 +263,7 @@ def main(argv=None):
               "their train.log says why; `make sweep` again retries them", file=sys.stderr)
         return 1
     if not args.no_report:
-        from scripts import report
+        from scripts.experiments import report
 
         return report.main(["--sweep", str(folder), "--track"])
     return 0

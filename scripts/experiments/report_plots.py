@@ -1,4 +1,4 @@
-"""The PNG plots of scripts/report.py: one line per point (the mean over its
+"""The PNG plots of scripts/experiments/report.py: one line per point (the mean over its
 seeds at each x), the seeds' min..max shaded, from the runs' journals.
 
 Each plot is written atomically (savefig into lib.atomic's temporary path),

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from gpt2.generate import encode_prompt, prompt_text, sample_texts
+from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
 
 TABLE_KEY = "samples"
 COLUMNS = ["step", "prompt", "text"]

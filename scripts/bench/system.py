@@ -9,9 +9,9 @@ from datetime import datetime
 
 import torch
 
-from gpt2.machine_profile import cpu_model
-from gpt2.mfu import cpu_matmul_flops
-from gpt2.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
+from gpt2.cpu.machine_profile import cpu_model
+from gpt2.run.mfu import cpu_matmul_flops
+from gpt2.data.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
 
 # Square sizes timed for the CPU peak: the best of them is the peak (on the
 # 2-core EPYC of docs/benchmarks.md, 256 to 2048 all land within 5%).
@@ -39,7 +39,7 @@ def machine(device):
 def matmul_peak(seconds):
     """{library: best float32 FLOP/s over PEAK_SIZES}, `seconds` for each
     size, for torch.mm's BLAS and, where available, oneDNN
-    (gpt2/cpu_matmul.py): the machine's peak is the fastest of them."""
+    (gpt2/cpu/matmul.py): the machine's peak is the fastest of them."""
     per_size = [cpu_matmul_flops(seconds, size, rounds=1) for size in PEAK_SIZES]  # bench repeats it itself
     return {library: max(flops[library] for flops in per_size) for library in per_size[0]}
 

@@ -1,6 +1,6 @@
 """Re-create a tracked training run from its record (`make reproduce RUN=...`).
 
-    python -m scripts.reproduce RUN [--out-dir DIR] [--strict] [--dry-run] [--trackio-dir D] [--wandb-dir D]
+    python -m scripts.experiments.reproduce RUN [--out-dir DIR] [--strict] [--dry-run] [--trackio-dir D] [--wandb-dir D]
 
 RUN is a run name or id in the Trackio databases ($TRACKIO_DIR or Trackio's
 default folder) or among the W&B offline runs (./wandb, $WANDB_DIR/wandb), a
@@ -162,7 +162,7 @@ def parse_flags(args):
 def data_now(flags, prepare):
     """This machine's fingerprint of the data the run names: prepared first
     (`prepare`), else read from an existing meta.json (None when absent)."""
-    from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared, read_finished_meta
+    from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared, read_finished_meta
 
     folder = Path(flags.data_dir).expanduser().resolve() / flags.dataset
     if prepare:

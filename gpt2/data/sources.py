@@ -3,7 +3,7 @@ stream, or a local .txt / .jsonl / .parquet file given with --input.
 
 A source is either one TextSource (a whole text, split into train/val by
 characters) or a DocumentSource (a stream of documents, split by document).
-Nothing here tokenizes or writes token files; gpt2/prepare_data.py does.
+Nothing here tokenizes or writes token files; gpt2/data/prepare.py does.
 """
 
 import hashlib

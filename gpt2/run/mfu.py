@@ -3,8 +3,8 @@
 nanoGPT divides by an A100's 312 TFLOP/s whatever the hardware; here the peak
 comes from the GPU's name (dense tensor-core numbers from the vendors' data
 sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply in
-every library available (gpt2/cpu_matmul.py), the best of several rounds,
-once per machine (gpt2/machine_profile.py keeps it): the fastest is the peak.
+every library available (gpt2/cpu/matmul.py), the best of several rounds,
+once per machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
 An MFU above 100% can only mean an underestimated peak: the loop then prints
 above_peak_warning once.  An unknown GPU, and a MIG slice of a known one, get
 no MFU rather than a wrong one.
@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from gpt2 import cpu_matmul
+from gpt2.cpu import matmul as cpu_matmul
 
 
 def _peaks(bf16, tf32, fp16=None):
     """{dtype: dense FLOP/s}; float32 is the TF32 tensor-core rate, since
-    gpt2/run_setup.py turns TF32 on.  fp16 defaults to the bf16 rate (the
+    gpt2/run/setup.py turns TF32 on.  fp16 defaults to the bf16 rate (the
     same on every card below that has both)."""
     peaks = {"float16": fp16 if fp16 is not None else bf16, "float32": tf32}
     if bf16 is not None:
@@ -108,7 +108,7 @@ def gpu_peak_flops(device_name, dtype_name):
 
 def measure_matmul_flops(seconds=0.3, size=_CPU_MATMUL_SIZE, backend="blas"):
     """Best FLOP/s of a float32 (size x size) product on CPU over about
-    `seconds`, all threads torch uses, through `backend` (gpt2/cpu_matmul.py)."""
+    `seconds`, all threads torch uses, through `backend` (gpt2/cpu/matmul.py)."""
     # A private generator: measuring must not move the global RNG, which a
     # resumed run restores to continue exactly where it stopped.
     generator = torch.Generator().manual_seed(0)
@@ -132,7 +132,7 @@ def cpu_matmul_flops(seconds=0.1, size=_CPU_MATMUL_SIZE, rounds=5, measure=measu
     taking turns (as `make bench` repeats its timings), so a burst of work
     from another process lowers some rounds, not the result: a peak taken
     from one short window on a busy machine read low, and MFU over 100%.
-    (gpt2/machine_profile.py keeps the result, so this runs once per machine.)"""
+    (gpt2/cpu/machine_profile.py keeps the result, so this runs once per machine.)"""
     backends = ("blas", "onednn") if cpu_matmul.available() else ("blas",)
     best = dict.fromkeys(backends, 0.0)
     for _ in range(rounds):
@@ -165,11 +165,11 @@ def above_peak_warning(mfu, peak, device):
     """The warning line for an MFU above 1.0, which only an underestimated
     peak can produce, with where that peak comes from and how to fix it."""
     if device.type == "cpu":
-        from gpt2.machine_profile import cache_path  # the peak's cache
+        from gpt2.cpu.machine_profile import cache_path  # the peak's cache
 
         fix = f"remove {cache_path()} to measure it again, on an idle machine"
     else:
-        fix = "its entry in GPU_PEAK_FLOPS (gpt2/mfu.py) is too low"
+        fix = "its entry in GPU_PEAK_FLOPS (gpt2/run/mfu.py) is too low"
     return (
         f"warning: MFU {mfu * 100:.0f}% is above 100%: the peak of {peak / 1e9:.3g} GFLOP/s it divides by "
         f"is underestimated; {fix}"

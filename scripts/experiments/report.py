@@ -1,15 +1,15 @@
 """Compare finished training runs: one table row per point (its seeds
 aggregated), one CSV row per run, and plots of the curves.
 
-    python -m scripts.report --sweep sweeps/optim             # a folder made by `make sweep`
-    python -m scripts.report --runs out/a out/b --out report/  # any out-dirs of gpt2/train.py
+    python -m scripts.experiments.report --sweep sweeps/optim             # a folder made by `make sweep`
+    python -m scripts.experiments.report --runs out/a out/b --out report/  # any out-dirs of gpt2/train.py
 
 A run is an out-dir holding tracking.jsonl (the journal) and metrics.json
 (written at the end).  A sweep's points and seeds come from its sweep.json;
 with --runs each run is a point named by its run name, and runs whose names
 differ only in a trailing `,seed=N` are seeds of one point.  Writes, each
 file atomically, into --out (default: the sweep folder): report.md,
-report.csv and the PNG plots of scripts/report_plots.py.  The final numbers
+report.csv and the PNG plots of scripts/experiments/report_plots.py.  The final numbers
 are metrics.json's own: report.csv holds their exact repr, report.md the
 means over seeds rounded to 4 decimals (losses).
 """
@@ -276,7 +276,7 @@ def csv_text(groups):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m scripts.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m scripts.experiments.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--sweep", metavar="DIR", help="a sweep folder (its sweep.json names the runs and points)")
@@ -286,7 +286,7 @@ def parse_args(argv):
     parser.add_argument("--out", metavar="DIR",
                         help="where the report goes (default: the sweep folder; required with --runs)")  # fmt: skip
     parser.add_argument("--track", action="store_true",
-                        help="also log the table to the trackers the runs used (scripts/report_tracking.py)")
+                        help="also log the table to the trackers the runs used (scripts/experiments/report_tracking.py)")
     return parser.parse_args(argv)
 
 
@@ -304,7 +304,7 @@ def report(args):
     if unfinished:
         print(f"skipped {len(unfinished)} unfinished runs (no metrics.json or summary yet): "
               + ", ".join(map(str, unfinished)), file=sys.stderr)  # fmt: skip
-    from scripts.report_plots import write_plots  # matplotlib only once the inputs are good
+    from scripts.experiments.report_plots import write_plots  # matplotlib only once the inputs are good
 
     out = Path(args.out or args.sweep)
     plots = write_plots(groups, out)
@@ -312,7 +312,7 @@ def report(args):
     write_text_atomically(out / "report.md", markdown(groups, baseline, described, unfinished, plots))
     print(table(groups, baseline))
     if args.track:
-        from scripts.report_tracking import track_report
+        from scripts.experiments.report_tracking import track_report
 
         print(track_report(groups, baseline, best_point(groups), out))
     return [out / "report.md", out / "report.csv", *plots]

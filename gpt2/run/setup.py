@@ -17,19 +17,20 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt2 import cpu_matmul, machine_profile
-from gpt2.batches import Batches
-from gpt2.checkpoint import LATEST, load_checkpoint, set_rng_state
-from gpt2.cpu_allocator import keep_freed_memory
-from gpt2.cpu_fast_paths import use_cpu_fast_paths
-from gpt2.distributed import cuda_index
+from gpt2.cpu import matmul as cpu_matmul
+from gpt2.cpu import machine_profile
+from gpt2.data.batches import Batches
+from gpt2.run.checkpoint import LATEST, load_checkpoint, set_rng_state
+from gpt2.cpu.allocator import keep_freed_memory
+from gpt2.cpu.fast_paths import use_cpu_fast_paths
+from gpt2.run.distributed import cuda_index
 from gpt2.errors import UsageError
-from gpt2.health import run_health
-from gpt2.mfu import cpu_matmul_flops, peak_flops
-from gpt2.model import GPT
-from gpt2.prepare_data import DataError, data_fingerprint, ensure_prepared
-from gpt2.run_config import check_resume_compatible
-from gpt2.training_samples import training_sampler
+from gpt2.run.health import run_health
+from gpt2.run.mfu import cpu_matmul_flops, peak_flops
+from gpt2.model.gpt import GPT
+from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
+from gpt2.run.precision import check_resume_compatible
+from gpt2.run.samples import training_sampler
 from lib.atomic import write_text_atomically
 from lib.optim import build_optimizer
 from lib.pruning import build_pruner
@@ -58,15 +59,15 @@ class Run:
     peak_flops: float | None
     log: object
     tracker_resume_state: dict | None = None  # --resume before any checkpoint: the journal's runs
-    stop: object = None  # gpt2/preemption.py StopSignals, while the loop runs
+    stop: object = None  # gpt2/run/preemption.py StopSignals, while the loop runs
     stopped_by: int | None = None  # the signal the loop stopped on
     mfu_warned: bool = False  # the MFU-above-100% warning was printed
     iter_num: int = 0
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
     trackers: object = None
-    health: object = None  # gpt2/health.py RunHealth
-    sampler: object = None  # gpt2/training_samples.py TrainingSampler, or None
+    health: object = None  # gpt2/run/health.py RunHealth
+    sampler: object = None  # gpt2/run/samples.py TrainingSampler, or None
 
 
 def prepared_data_dir(data, dist, log):
@@ -158,12 +159,12 @@ def use_deterministic(system):
 
 
 def cpu_matmul_setup(system, precision, device, dist, recorded, log):
-    """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu_matmul.py),
+    """Pick the CPU matrix-multiply library (--cpu-matmul, gpt2/cpu/matmul.py),
     the same one on every rank; a compiled model leaves the choice to
     torch.compile.  "auto" takes the library `recorded` in the checkpoint
     being resumed (the two libraries' losses differ in the 4th decimal, so a
     resumed run continues on the same arithmetic), else decides from this
-    machine's kept speeds (gpt2/machine_profile.py: measured once per
+    machine's kept speeds (gpt2/cpu/machine_profile.py: measured once per
     machine, so the choice never flips between runs).  Returns the speeds
     per library (the MFU peak; {} off CPU and on the other ranks) and the
     library for use_cpu_fast_paths ("blas" off CPU and when compiled)."""
@@ -206,7 +207,7 @@ def matmul_path(run):
 def check_output_paths(training):
     """Create --json-output's folder, and check that a file can be written
     there, before step 0 rather than when the metrics are written at the
-    end.  (--out-dir is checked by its lock, gpt2/out_dir_lock.py.)"""
+    end.  (--out-dir is checked by its lock, gpt2/run/out_dir_lock.py.)"""
     if not training.json_output:
         return
     folder = Path(training.json_output).parent

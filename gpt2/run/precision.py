@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from gpt2.distributed import cuda_index
+from gpt2.run.distributed import cuda_index
 from gpt2.errors import UsageError
 
 CPU_FALLBACK_NOTICE = (

@@ -1,6 +1,6 @@
 """What seeing inside a run costs: the per-call time of each thing
-gpt2/health.py and gpt2/training_samples.py add to training, measured in
-scripts/bench_step.py's process on its run (the model of the row), and the
+gpt2/run/health.py and gpt2/run/samples.py add to training, measured in
+scripts/bench/step.py's process on its run (the model of the row), and the
 rows of `make bench` that turn them into a cost per step at the Kconfig
 intervals.
 
@@ -31,7 +31,7 @@ def _median_seconds(call, repeats, device):
 
 def measure_monitors(run, repeats):
     """{name: seconds per call} of the health and sampling work on `run`
-    (built by gpt2/run_setup.py setup(), trained a few steps)."""
+    (built by gpt2/run/setup.py setup(), trained a few steps)."""
     health, device = run.health, run.device
     norm = torch.tensor(0.5, device=device)
 
@@ -56,7 +56,7 @@ def measure_monitors(run, repeats):
 
 
 def monitor_rows(result, flags):
-    """The rows of `make bench` from one scripts/bench_step.py result with
+    """The rows of `make bench` from one scripts/bench/step.py result with
     "monitors"; `flags`: that run's parsed train.py flags (the intervals)."""
     seconds, step_ms = result["monitors"], result["ms_per_iter"]
     log_interval, eval_interval = flags.log_interval, flags.eval_interval

@@ -2,13 +2,13 @@
 
     make bench                         # the full set below (about 3 1/2 minutes on 2 cores)
     make bench ARGS="--quick"          # tiny sizes, about 25 s (the CI smoke test)
-    python -m scripts.bench --json bench.json
+    python -m scripts.bench.bench --json bench.json
 
 The fixed set of measurements, in this order (full mode; --quick runs the
 same kinds on a 2-layer, 32-wide model with fewer steps):
 
   peak     float32 products of 1024x1024 and 2048x2048 matrices through
-           torch.mm (BLAS) and through oneDNN (gpt2/cpu_matmul.py), measured
+           torch.mm (BLAS) and through oneDNN (gpt2/cpu/matmul.py), measured
            before each training row and twice more after them; the best of
            all is the CPU peak every CPU MFU is measured against.
   train    cpu-small: 4 layers, 4 heads, 256 wide, block 128, batch 8,
@@ -16,7 +16,7 @@ same kinds on a 2-layer, 32-wide model with fewer steps):
            (auto); the same with BLAS matmuls, and with the plain
            full-logits loss; the Kconfig defaults (what `make train` runs).
            On CUDA instead: GPT-2 124M, block 1024, batch 16, bfloat16,
-           torch.compile, against the GPU's dense bf16 peak (gpt2/mfu.py).
+           torch.compile, against the GPU's dense bf16 peak (gpt2/run/mfu.py).
   tracker  the Kconfig default model with --tracker none, trackio and wandb
            (offline), logging every LOG_INTERVAL steps as train.py does; one
            fresh process each, 3 rounds of none, trackio, wandb, none.  The
@@ -27,17 +27,17 @@ same kinds on a 2-layer, 32-wide model with fewer steps):
            model at the Kconfig intervals: the gradient norm and clip
            fraction, peak memory, the loss-spike check, update-to-weight
            ratios (at --health-interval = EVAL_INTERVAL) and the text
-           samples, each timed call by call (scripts/bench_monitors.py);
+           samples, each timed call by call (scripts/bench/monitors.py);
            off, none is called.
-  data     GPT-2 tokenization (gpt2/tokenizer.py tokenize()) of Tiny
+  data     GPT-2 tokenization (gpt2/data/tokenizer.py tokenize()) of Tiny
            Shakespeare repeated to 10 MB in memory: one process, and every
            core with the worker processes running (a long preparation's
            steady state) and freshly started.
 
-MFU = model FLOPs per token (gpt2/model.py flops_per_token(): 6N + attention,
+MFU = model FLOPs per token (gpt2/model/gpt.py flops_per_token(): 6N + attention,
 N counting all 50,304 rows of the tied token matrix, which the output layer
 multiplies) x tokens/s / peak.  Each training row runs gpt2/train.py's own
-train_step() in a fresh process (scripts/bench_step.py): ms/iter is the
+train_step() in a fresh process (scripts/bench/step.py): ms/iter is the
 median step after a warm-up, peak memory the process's peak resident set
 (CPU) or torch's peak allocation (GPU).  Numbers are never asserted by the
 tests; docs/benchmarks.md records a run and what it showed.
@@ -54,18 +54,18 @@ from pathlib import Path
 
 import torch
 
-from gpt2.prepare_data import DataError, ensure_prepared
+from gpt2.data.prepare import DataError, ensure_prepared
 from gpt2.train import no_log
-from scripts.bench_report import evaluate_goals, format_report
-from scripts.bench_rows import (BenchError, Workspace, data_rows, monitor_measurement_rows, peak_row, set_cpu_mfu,
+from scripts.bench.report import evaluate_goals, format_report
+from scripts.bench.rows import (BenchError, Workspace, data_rows, monitor_measurement_rows, peak_row, set_cpu_mfu,
                                 tracker_rows, train_rows)
-from scripts.bench_system import machine, matmul_peak
+from scripts.bench.system import machine, matmul_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 CPU = ("--device", "cpu", "--dtype", "float32", "--no-compile")
-# The ablation of gpt2/cpu_matmul.py: torch's own matrix multiplies.
+# The ablation of gpt2/cpu/matmul.py: torch's own matrix multiplies.
 BLAS = ("--cpu-matmul", "blas")
 SMALL = ("--model", "custom", "--n-layer", "4", "--n-head", "4", "--n-embd", "256", "--block-size", "128",
          "--batch-size", "8")  # fmt: skip
@@ -85,7 +85,7 @@ class TrainRow:
     flags: tuple
     warmup: int
     iters: int
-    chunked_loss: bool | None = None  # None: what gpt2/run_setup.py picks
+    chunked_loss: bool | None = None  # None: what gpt2/run/setup.py picks
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def run_benchmark(args, command):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    command = shlex.join(["python", "-m", "scripts.bench", *argv])
+    command = shlex.join(["python", "-m", "scripts.bench.bench", *argv])
     try:
         report = run_benchmark(args, command)
     except BenchError as e:

@@ -13,7 +13,7 @@ Two deliberate choices:
   * `bias` really switches every bias off: Linear layers and LayerNorms alike.
 
 The model is plain PyTorch: nn.Linear and F.cross_entropy.  The CPU fast
-paths are attached to one instance explicitly (gpt2/cpu_fast_paths.py): its
+paths are attached to one instance explicitly (gpt2/cpu/fast_paths.py): its
 Linear layers swapped for oneDNN ones, and `output_loss` set to a loss that
 never builds the full logits.  Nothing module-wide changes what any other
 GPT computes.
@@ -159,7 +159,7 @@ class LayerCache:
 
 class KVCache:
     """The LayerCache of every layer, and how many positions they hold (the
-    position of the next token).  gpt2/generate.py makes one per call."""
+    position of the next token).  gpt2/model/generate.py makes one per call."""
 
     def __init__(self, config, batch, device, dtype=torch.float32):
         self.layers = [LayerCache(config, batch, device, dtype) for _ in range(config.n_layer)]
@@ -192,8 +192,8 @@ class GPT(nn.Module):
         # None: logits through lm_head, then F.cross_entropy.  Or a callable
         # (hidden_rows, lm_head_weight, target_rows) -> mean loss, used when
         # targets are given, so the (tokens x vocab) logits need not exist in
-        # full (gpt2/linear_cross_entropy.py's ChunkedLoss, set by
-        # gpt2/cpu_fast_paths.py).  Per instance: no other GPT is affected.
+        # full (gpt2/cpu/linear_cross_entropy.py's ChunkedLoss, set by
+        # gpt2/cpu/fast_paths.py).  Per instance: no other GPT is affected.
         self.output_loss = None
         self.apply(self._init_weights)
         # GPT-2 paper: scale the init of the projections that write into the

@@ -1,14 +1,14 @@
 """One benchmark measurement in a fresh process: training steps of one
 configuration, optionally with a tracker, timed and printed as JSON.
 
-scripts/bench.py starts this once per row of its table, so every row has its
+scripts/bench/bench.py starts this once per row of its table, so every row has its
 own peak memory and its own allocator state, and a tracker's threads and
 helper processes never touch another row.  The steps are gpt2/train.py's
-own: the run is built by gpt2/run_setup.py and each step is train_step();
+own: the run is built by gpt2/run/setup.py and each step is train_step();
 the loop around them is train.py's minus evaluation and checkpoints, which
 are not part of a step.
 
-    python -m scripts.bench_step '{"flags": [...], "warmup": 3, "iters": 10}' --json out.json
+    python -m scripts.bench.step '{"flags": [...], "warmup": 3, "iters": 10}' --json out.json
 """
 
 import argparse
@@ -22,14 +22,16 @@ from pathlib import Path
 
 import torch
 
-from gpt2 import cli, cpu_matmul, distributed
-from gpt2.cpu_fast_paths import use_cpu_fast_paths
+from gpt2 import cli
+from gpt2.cpu import matmul as cpu_matmul
+from gpt2.run import distributed
+from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.configs import RunConfig
-from gpt2.run_config import resolve_precision
-from gpt2.run_setup import open_run_trackers, plain_flags, setup
-from gpt2.schedule import learning_rate
+from gpt2.run.precision import resolve_precision
+from gpt2.run.setup import open_run_trackers, plain_flags, setup
+from gpt2.run.schedule import learning_rate
 from gpt2.train import no_log, report_progress, train_step
-from scripts.bench_monitors import measure_monitors
+from scripts.bench.monitors import measure_monitors
 
 
 def synchronize(device):
@@ -104,7 +106,7 @@ def measure(spec):
         startup = time.perf_counter() - start
         try:
             times = timed_steps(run, spec["warmup"], spec["iters"], spec.get("log_interval", 0))
-            # Health and sampling work, timed call by call (scripts/bench_monitors.py).
+            # Health and sampling work, timed call by call (scripts/bench/monitors.py).
             monitors = measure_monitors(run, repeats=20) if spec.get("monitors") else None
         finally:
             start = time.perf_counter()
@@ -127,7 +129,7 @@ def measure(spec):
         "chunked_loss": model.output_loss is not None,
         "cpu_matmul": cpu_matmul.library_of(model) if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
-        "setup_peak_flops": run.peak_flops,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/mfu.py)
+        "setup_peak_flops": run.peak_flops,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)
         "tracker": cfg.tracking.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,

@@ -11,13 +11,13 @@ torch.ops.mkldnn._linear_pointwise (x @ weight.T + bias).
 
 Nothing here is switched on for the whole process: a model computes
 through oneDNN only once its nn.Linear layers are swapped for OneDNNLinear
-(`swap_linears`, called by gpt2/cpu_fast_paths.py at run setup), and the
-chunked loss only when it is given "onednn" (gpt2/linear_cross_entropy.py).
+(`swap_linears`, called by gpt2/cpu/fast_paths.py at run setup), and the
+chunked loss only when it is given "onednn" (gpt2/cpu/linear_cross_entropy.py).
 Every other model in the process keeps torch's own path.  `choose` picks
 the library for --cpu-matmul: "auto" takes oneDNN where it is clearly
 faster (MIN_SPEEDUP) in the machine's timing, which is taken once and kept
-(gpt2/machine_profile.py), so the choice cannot flip between runs; and a
-resumed run keeps the library its checkpoint recorded (gpt2/run_setup.py),
+(gpt2/cpu/machine_profile.py), so the choice cannot flip between runs; and a
+resumed run keeps the library its checkpoint recorded (gpt2/run/setup.py),
 so it continues with the same arithmetic.
 
 The operator is internal to PyTorch: `available()` checks that it exists
@@ -79,7 +79,7 @@ def product(backend):
 
 def choose(requested, measured):
     """The backend to train with for --cpu-matmul `requested`; `measured`
-    maps each available backend to its FLOP/s (gpt2/mfu.py's
+    maps each available backend to its FLOP/s (gpt2/run/mfu.py's
     cpu_matmul_flops), used by "auto"."""
     if requested == "onednn" and not available():
         raise UsageError(

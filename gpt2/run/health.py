@@ -170,7 +170,7 @@ def _reset_cpu_peak():
 
 
 def run_health(run):
-    """The RunHealth of a training run (gpt2/run_setup.py Run)."""
+    """The RunHealth of a training run (gpt2/run/setup.py Run)."""
     return RunHealth(run.raw_model, run.device, grad_clip=run.cfg.training.grad_clip,
                      health_interval=run.cfg.health.health_interval,
                      loss_spike_factor=run.cfg.health.loss_spike_factor)

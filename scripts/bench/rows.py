@@ -1,7 +1,7 @@
 """The rows of `make bench`'s table: each measurement, run and turned into
-a dict of numbers (scripts/bench_report.py formats them).  Training rows
-run in fresh processes (scripts/bench_step.py); the matmul peak and the
-tokenization throughput are measured here (scripts/bench_system.py)."""
+a dict of numbers (scripts/bench/report.py formats them).  Training rows
+run in fresh processes (scripts/bench/step.py); the matmul peak and the
+tokenization throughput are measured here (scripts/bench/system.py)."""
 
 import json
 import statistics
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2 import cli
-from scripts.bench_monitors import monitor_rows
+from scripts.bench.monitors import monitor_rows
 from lib.trackers import backend_names
-from gpt2.tokenizer import close_workers, default_workers
-from scripts.bench_system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
+from gpt2.data.tokenizer import close_workers, default_workers
+from scripts.bench.system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACKERS = ("none", *backend_names())
@@ -36,10 +36,10 @@ class Workspace:
 
 
 def run_step_worker(name, spec, workspace):
-    """scripts/bench_step.py in a fresh process; its result dict."""
+    """scripts/bench/step.py in a fresh process; its result dict."""
     result_path = workspace.scratch / "step.json"
     result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "scripts.bench_step", json.dumps(spec), "--json", str(result_path)]
+    command = [sys.executable, "-m", "scripts.bench.step", json.dumps(spec), "--json", str(result_path)]
     proc = subprocess.run(command, cwd=REPO_ROOT, env=workspace.env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
@@ -70,7 +70,7 @@ def training_row(name, kind, result):
     loss = "chunked loss" if result["chunked_loss"] else "full-logits loss"
     matmul = {"onednn": ", oneDNN matmuls", "blas": ", BLAS matmuls"}.get(result.get("cpu_matmul"), "")
     gpu_without_peak = result["device"].startswith("cuda") and not peak
-    unknown = ", MFU unknown (no peak for this GPU in gpt2/mfu.py)" if gpu_without_peak else ""
+    unknown = ", MFU unknown (no peak for this GPU in gpt2/run/mfu.py)" if gpu_without_peak else ""
     return {
         "name": name,
         "kind": kind,
@@ -139,7 +139,7 @@ def tracker_rows(plan, workspace):
 
 
 def monitor_measurement_rows(plan, workspace):
-    """The cost of the health numbers and text samples (scripts/bench_monitors.py)
+    """The cost of the health numbers and text samples (scripts/bench/monitors.py)
     on the tracker rows' model, at its Kconfig intervals."""
     flags = [*plan.tracker_flags, "--tracker", "none", *workspace.data_flags]
     spec = {"flags": flags, "warmup": plan.tracker_warmup, "iters": plan.monitor_iters, "monitors": True}

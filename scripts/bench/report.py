@@ -85,9 +85,9 @@ def _mfu_goal(rows, name, threshold, what):
     goal = f"{what}: at least {threshold:.0%} MFU"
     if row is None:
         return {"goal": goal, "measured": f"not run ({name} is not in this mode/device)", "met": None}
-    if row.get("mfu") is None:  # it ran, on a GPU without a known peak (gpt2/mfu.py)
+    if row.get("mfu") is None:  # it ran, on a GPU without a known peak (gpt2/run/mfu.py)
         measured = (f"ran ({row['ms_per_iter']:.1f} ms/iter, {row['tokens_per_sec']:,.0f} tokens/s); MFU unknown: "
-                    "no peak for this GPU in gpt2/mfu.py")
+                    "no peak for this GPU in gpt2/run/mfu.py")
         return {"goal": goal, "measured": measured, "met": None}
     return {"goal": goal, "measured": f"{row['mfu']:.1%} ({row['ms_per_iter']:.1f} ms/iter)", "met": row["mfu"] >= threshold}
 

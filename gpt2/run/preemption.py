@@ -7,7 +7,7 @@ SIGTERM and waits terminationGracePeriodSeconds; `timeout` sends SIGTERM.
 While training, gpt2/train.py catches SIGTERM, SIGUSR1 and SIGINT (Ctrl-C)
 with StopSignals: the handler only notes the signal, the loop finishes the
 optimizer step it is in, every rank agrees to stop at the same step, rank 0
-writes a checkpoint at that step (atomic, gpt2/checkpoint.py), the trackers
+writes a checkpoint at that step (atomic, gpt2/run/checkpoint.py), the trackers
 are flushed and closed (their journal's "finish" record included), and the
 process prints one line saying how to resume and exits with 128 + the
 signal's number (stop_status): 143 for SIGTERM, 138 for SIGUSR1, 130 for

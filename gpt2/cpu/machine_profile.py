@@ -2,11 +2,11 @@
 
 A CPU run needs two numbers it can only measure: the float32 matmul peak
 that MFU divides by, and which library `--cpu-matmul auto` takes (BLAS or
-oneDNN, gpt2/cpu_matmul.py).  Measured at every start, both move with
+oneDNN, gpt2/cpu/matmul.py).  Measured at every start, both move with
 whatever else runs on the machine: a busy start-up read the peak low (MFU
 above 100%) and flipped auto's choice between runs, so a resumed run could
 continue on the other arithmetic (losses differing in the 4th decimal).
-So they are measured once per machine (best of several rounds, gpt2/mfu.py
+So they are measured once per machine (best of several rounds, gpt2/run/mfu.py
 cpu_matmul_flops), kept in
 
     $XDG_CACHE_HOME/gpt2lab/machine.json   (default ~/.cache/gpt2lab/machine.json)
@@ -74,7 +74,7 @@ def _valid(entry):
 
 def cpu_matmul_profile(measure, log=print):
     """{library: FLOP/s} of this machine's float32 matmuls: kept ones, or
-    `measure()` (gpt2/mfu.py cpu_matmul_flops) once, then kept."""
+    `measure()` (gpt2/run/mfu.py cpu_matmul_flops) once, then kept."""
     path, key = cache_path(), machine_key()
     entry = _read(path).get(key)
     if _valid(entry):

@@ -13,15 +13,15 @@ cross-entropy does), so nothing is recomputed and backward only scales.
 
 What it gives on a CPU (docs/benchmarks.md): about 0.9 GB less peak memory
 at 1,024 tokens per step (it grows with the batch), at the same speed once
-freed memory is kept for reuse (gpt2/cpu_allocator.py); without that, 18%
+freed memory is kept for reuse (gpt2/cpu/allocator.py); without that, 18%
 faster steps, because every fresh 206 MB tensor is page-faulted in again.
 
 The three products of a chunk go through the library the caller names:
-torch.mm ("blas"), or oneDNN ("onednn", gpt2/cpu_matmul.py: about 1.9x
+torch.mm ("blas"), or oneDNN ("onednn", gpt2/cpu/matmul.py: about 1.9x
 faster products on AVX-512 AMD CPUs) where its tensors allow.  Same value
 and gradients as the plain way up to float rounding, either way
 (tests/test_fast_paths.py); used for training and evaluation on CPU, as a
-model's output_loss (gpt2/cpu_fast_paths.py, decided by gpt2/run_setup.py),
+model's output_loss (gpt2/cpu/fast_paths.py, decided by gpt2/run/setup.py),
 where the logits themselves are never needed.
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2 import cpu_matmul
+from gpt2.cpu import matmul as cpu_matmul
 
 # Elements of one chunk of logits: 25.8M floats = 103 MB, i.e. 512 rows of
 # GPT-2's padded vocabulary.  Measured on 2 cores (docs/benchmarks.md, 4
@@ -93,8 +93,8 @@ def _transposed(matrix, block_rows=256):
 
 
 class _OneDNNProducts:
-    """The same products through oneDNN (gpt2/cpu_matmul.py), which returns
-    new tensors (the allocator setting of gpt2/cpu_allocator.py keeps their
+    """The same products through oneDNN (gpt2/cpu/matmul.py), which returns
+    new tensors (the allocator setting of gpt2/cpu/allocator.py keeps their
     memory mapped) and copies transposed operands: the weight is transposed
     once per call and shared by every chunk, the logit gradient in
     cache-sized blocks."""
@@ -188,7 +188,7 @@ def linear_cross_entropy(hidden, weight, targets, chunk_rows=None, matmul="blas"
 class ChunkedLoss:
     """linear_cross_entropy with its matmul library (and chunk size) fixed:
     a callable (hidden_rows, weight, target_rows) -> loss, the shape of
-    GPT.output_loss (gpt2/model.py)."""
+    GPT.output_loss (gpt2/model/gpt.py)."""
 
     matmul: str = "blas"
     chunk_rows: int | None = None

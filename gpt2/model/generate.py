@@ -1,8 +1,8 @@
 """Text from a GPT: the sampling loop shared by `make sample` (gpt2/sample.py)
-and the samples logged during training (gpt2/training_samples.py).
+and the samples logged during training (gpt2/run/samples.py).
 
 nanoGPT's generate(), with two differences:
-  * a KV cache (gpt2/model.py KVCache): the prompt is run once, then each
+  * a KV cache (gpt2/model/gpt.py KVCache): the prompt is run once, then each
     new token alone, its keys and values appended to the cache; without it
     every token runs the whole prefix again (see docs/tracking.md for the
     tokens/s of both);
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.tokenizer import EOT_TOKEN, gpt2_encoding
+from gpt2.data.tokenizer import EOT_TOKEN, gpt2_encoding
 
 FILE_PREFIX = "FILE:"
 
@@ -71,7 +71,7 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=0, generator=
     (no dropout); `generator` draws every sample (None: greedy only)."""
     if temperature != 0 and generator is None:
         raise ValueError("sampling at a temperature above 0 needs a generator (a seeded torch.Generator)")
-    from gpt2.model import KVCache
+    from gpt2.model.gpt import KVCache
 
     block_size = model.config.block_size
     cache, pending = None, idx  # pending: the tokens the model has not seen yet

@@ -1,0 +1,1 @@
+"""The run: set-up, the training state, checkpoints, preemption, distributed helpers, health and samples."""

@@ -1,0 +1,1 @@
+"""Tracker tools: the Trackio dashboard, W&B sync, journal replay."""
