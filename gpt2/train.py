@@ -39,18 +39,17 @@ from gpt2 import cli
 from gpt2.run import distributed
 from gpt2.data.batches import SPLITS
 from gpt2.run.checkpoint import LATEST, rng_state, save_checkpoint
-from gpt2.errors import NonFiniteLossError, UsageError
+from gpt2.errors import NonFiniteLossError
 from gpt2.run.mfu import above_peak_warning, model_flops_utilization
 from gpt2.run.out_dir_lock import out_dir_lock
 from gpt2.run.preemption import StopSignals, StoppedBySignal, signal_name
-from gpt2.data.prepare import DataError
 from gpt2.configs import RunConfig
 from gpt2.run.precision import model_config_dict, resolve_precision
 from gpt2.run.setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
 from gpt2.run.schedule import learning_rate
 from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
-from lib.trackers import TrackerError
+from lib.errors import UserError
 
 
 def log_line(message):
@@ -390,7 +389,7 @@ def main(argv=None):
     try:
         train(args)
         return 0
-    except (UsageError, DataError, TrackerError, NonFiniteLossError) as e:
+    except UserError as e:
         message, status = f"error: {e}", 1
     except OSError as e:  # a file or folder of the run cannot be written or read (full disk, permissions)
         message, status = f"error: {e.strerror or e}: {e.filename}; check --out-dir, --data-dir and --json-output", 1

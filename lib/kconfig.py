@@ -23,6 +23,7 @@ from pathlib import Path
 import kconfiglib
 from kconfiglib import BOOL, HEX, INT, MENU, STRING, expr_value
 
+from lib.errors import UserError, one_line
 from lib.kconfig_derived import (LIST_NONE, DerivedError, choice_members, choice_value, has_prompt,  # noqa: F401
                                  is_list, list_members, list_value)
 
@@ -87,13 +88,8 @@ _LOADER_WARNINGS = (
 _QUOTED = re.compile(r'"(?:[^\\"]|\\.)*"')
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A configuration mistake a user can fix; str() is one line."""
-
-
-def one_line(text):
-    """Collapse whitespace so a message always fits on one line."""
-    return " ".join(str(text).split())
 
 
 def load_tree(kconfig=TOP_KCONFIG):

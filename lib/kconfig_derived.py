@@ -8,9 +8,10 @@ them flags.
 """
 
 from kconfiglib import BOOL, STRING
+from lib.errors import UserError
 
 
-class DerivedError(Exception):
+class DerivedError(UserError):
     """A Kconfig tree whose choice entries do not follow the naming rule."""
 
 

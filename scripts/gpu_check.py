@@ -48,6 +48,7 @@ from gpt2.run.mfu import gpu_peak_flops
 from gpt2.data.prepare import DataError
 from lib.atomic import write_text_atomically
 from scripts.bench.rows import BenchError
+from lib.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -67,7 +68,7 @@ LOSS_LINE = re.compile(r"^iter (\d+) \| loss ([0-9.]+)")
 DOCUMENT_CHARS = 2000
 
 
-class CheckError(Exception):
+class CheckError(UserError):
     """A check could not run; the message is one line."""
 
 

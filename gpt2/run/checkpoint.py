@@ -15,6 +15,7 @@ import torch
 
 from gpt2.errors import UsageError
 from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
+from lib.errors import UserError
 
 LATEST = "ckpt.pt"  # written at every evaluation
 BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
@@ -38,7 +39,7 @@ REQUIRED_KEYS = ("model", "model_config", "optimizer", "pruner", "scaler", "iter
                  "training_time", "rng", "args")  # fmt: skip
 
 
-class UnreadableCheckpoint(Exception):
+class UnreadableCheckpoint(UserError):
     """A checkpoint file torch cannot load; str() is torch's reason, one line."""
 
 

@@ -13,12 +13,13 @@ scripts/tracking/replay_journal.py.
 
 import numbers
 import sys
+from lib.errors import UserError
 
 REPLAY_SCRIPT = "scripts/tracking/replay_journal.py"
 ALERT_LEVELS = ("INFO", "WARN", "ERROR")  # the levels both Trackio and W&B know
 
 
-class TrackerError(Exception):
+class TrackerError(UserError):
     """A requested tracker cannot be used; the message is one line saying
     what is wrong and how to fix it (e.g. which package to pip install)."""
 

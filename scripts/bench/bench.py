@@ -61,7 +61,7 @@ from scripts.bench.rows import (BenchError, Workspace, data_rows, monitor_measur
                                 tracker_rows, train_rows)
 from scripts.bench.system import machine, matmul_peak
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 CPU = ("--device", "cpu", "--dtype", "float32", "--no-compile")

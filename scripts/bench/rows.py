@@ -15,13 +15,14 @@ from scripts.bench.monitors import monitor_rows
 from lib.trackers import backend_names
 from gpt2.data.tokenizer import close_workers, default_workers
 from scripts.bench.system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
+from lib.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TRACKERS = ("none", *backend_names())
 LIBRARY_NAMES = {"blas": "torch.mm (BLAS)", "onednn": "oneDNN"}
 
 
-class BenchError(Exception):
+class BenchError(UserError):
     """A measurement could not run; the message is one line."""
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lib.atomic import write_text_atomically
 from lib.trackers.journal import journal_path, journaled_points, read_journal
+from lib.errors import UserError
 
 METRICS_NAME = "metrics.json"
 SWEEP_NAME = "sweep.json"
@@ -35,7 +36,7 @@ SEED_SUFFIX = re.compile(r",seed=(\d+)$")
 NO_RUNS = "no finished runs in {}: a run has tracking.jsonl and metrics.json; run `make sweep` first"
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A problem with the inputs, reported as one `error:` line."""
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from lib.trackers.journal import JOURNAL_NAME
 from lib.trackers.run_info import REDACTED, git_commit, git_diff, git_dirty, package_versions, untracked_files
 from lib.trackers.run_records import find_runs, journal_record
+from lib.errors import UserError
 
 RESULT_KEYS = ("best_val_loss", "final_val_loss", "final_train_loss")
 HISTORY_KEYS = ("train/loss", "val/loss")
@@ -52,7 +53,7 @@ RUN_FACTS = ("device", "dtype", "compile", "cpu_matmul", "torch_threads")  # com
 SUFFIX = "-repro"
 
 
-class ReproduceError(Exception):
+class ReproduceError(UserError):
     """A one-line reason to stop."""
 
 
