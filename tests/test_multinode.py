@@ -21,6 +21,8 @@ from gpt2.run.health import RunHealth
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.run.precision import Precision, resolve_precision
 from gpt2.run.setup import select_device, use_deterministic
+from gpt2.run.state import TrainState
+from gpt2.run.trainer import Trainer
 from lib.pruning import PruningConfig, build_pruner
 from lib.trackers.journal import journal_path, read_journal
 from scripts import launch
@@ -114,7 +116,7 @@ def test_data_dir_not_shared_by_every_rank_is_one_error_line(shakespeare_data, s
     assert error_lines(result) == [
         f"error: rank 1 on {os.uname().nodename}: --data-dir: {shakespeare_data / 'shakespeare'}, prepared by "
         "rank 0, is missing or different here; put --data-dir on a filesystem every node shares, or prepare the "
-        "same data on each node first (gpt2/data/prepare.py)"
+        "same data on each node first (gpt2/prepare_data.py)"
     ]
     assert "iter 1" not in result.stdout
 
@@ -258,17 +260,17 @@ def test_float16_overflow_steps_leave_movement_scores_finite():
         optimizer=optimizer, device=torch.device("cpu"), micro_steps=1, dist=Distributed(), model=model,
         raw_model=model, batches=SimpleNamespace(next_train=lambda: (x, y)),
         precision=Precision("cpu", "float32", False), scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16),
-        cfg=SimpleNamespace(training=SimpleNamespace(grad_clip=1.0)), pruner=pruner, iter_num=0,
+        cfg=SimpleNamespace(training=SimpleNamespace(grad_clip=1.0)), pruner=pruner, state=TrainState(),
         health=RunHealth(model, torch.device("cpu"), grad_clip=1.0, health_interval=0, loss_spike_factor=0.0),
     )  # fmt: skip
     weight = model.transformer.h[0].mlp.c_fc.weight
     overflow = weight.register_hook(lambda grad: grad * math.inf)  # a float16 overflow, as the scaler sees it
-    train.train_step(run, lr=0.01)
+    Trainer.train_step(run, lr=0.01)
     assert run.scaler.get_scale() == 2.0**15  # the scaler skipped this step
     assert all(torch.isfinite(score).all() for score in pruner.movement.values())
     overflow.remove()
-    run.iter_num = 1
-    train.train_step(run, lr=0.01)
+    run.state.iter_num = 1
+    Trainer.train_step(run, lr=0.01)
     assert run.scaler.get_scale() == 2.0**15  # this one it took
     assert all(torch.isfinite(score).all() for score in pruner.movement.values())
     assert pruner.movement["transformer.h.0.mlp.c_fc.weight"].abs().sum() > 0
@@ -297,11 +299,12 @@ def test_each_rank_evaluates_its_share_of_the_batches():
         return SimpleNamespace(
             cfg=SimpleNamespace(training=SimpleNamespace(eval_iters=5)), dist=dist, device=torch.device("cpu"),
             precision=Precision("cpu", "float32", False), eval_model=LossOfX(),
-            batches=SimpleNamespace(eval_batches=lambda split, n: ((torch.tensor(i), None) for i in range(n))),
+            batches=SimpleNamespace(eval_batches=lambda split, n, rank, world: (
+                (i, (torch.tensor(i), None)) for i in range(n) if i % world == rank)),
         )  # fmt: skip
 
     single = run_as(0, 1, lambda t: t)
-    assert train.estimate_losses(single) == {"train": 2.0, "val": 2.0}  # mean of batches 0..4
+    assert Trainer.estimate_losses(single) == {"train": 2.0, "val": 2.0}  # mean of batches 0..4
     assert single.eval_model.scored == [0, 1, 2, 3, 4] * 2
     shares = []
 
@@ -310,7 +313,7 @@ def test_each_rank_evaluates_its_share_of_the_batches():
         return losses + torch.tensor([0, 0, 2, 0, 4.0])
 
     rank1 = run_as(1, 2, add_rank_0s_share)
-    assert train.estimate_losses(rank1) == {"train": 2.0, "val": 2.0}
+    assert Trainer.estimate_losses(rank1) == {"train": 2.0, "val": 2.0}
     assert rank1.eval_model.scored == [1, 3, 1, 3]  # batches 1 and 3 of each split
     assert shares[0].tolist() == [[0, 1, 0, 3, 0], [0, 1, 0, 3, 0]]  # its losses, zeros elsewhere
 

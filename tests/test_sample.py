@@ -127,9 +127,9 @@ def test_prompt_from_a_file(checkpoint, capsys, tmp_path):
     [
         (None, r"error: no checkpoint at \S+; train one with `make train`, or name one with --ckpt \(CKPT=\)"),
         (lambda path, good: path.write_bytes(good.read_bytes()[:3000]),
-         r"error: cannot read the checkpoint \S+ \(.*\); it is damaged or not a torch file: .*"),
+         r"error: cannot read \S+ \(.*\); it is damaged or not a torch file: .*"),
         (lambda path, good: torch.save({"state_dict": {}}, path),
-         r"error: \S+ is not a gpt2lab checkpoint \(no model and model_config\); .*"),
+         r"error: \S+ is not a gpt2lab checkpoint \(no model, model_config\); .*"),
     ],
     ids=["missing", "damaged", "foreign"],
 )

@@ -174,3 +174,25 @@ def above_peak_warning(mfu, peak, device):
         f"warning: MFU {mfu * 100:.0f}% is above 100%: the peak of {peak / 1e9:.3g} GFLOP/s it divides by "
         f"is underestimated; {fix}"
     )
+
+
+class MfuMeter:
+    """The MFU of each log interval against one peak (rank 0's); an MFU
+    above 100% prints above_peak_warning once."""
+
+    def __init__(self, peak, device, world_size):
+        self.peak, self.device, self.world_size = peak, device, world_size
+        self.warned = False
+
+    def utilization(self, flops_per_token, tokens_per_sec, log):
+        mfu = model_flops_utilization(flops_per_token, tokens_per_sec, self.peak, self.world_size)
+        if mfu > 1.0 and not self.warned:  # only an underestimated peak does that: say so, once
+            self.warned = True
+            log(above_peak_warning(mfu, self.peak, self.device))
+        return mfu
+
+
+def mfu_meter(device, dtype_name, cpu_flops, world_size):
+    """The run's MfuMeter, or None where the peak is unknown."""
+    peak = peak_flops(device, dtype_name, cpu_flops)
+    return MfuMeter(peak, device, world_size) if peak else None

@@ -46,6 +46,7 @@ Every error is a ValueError with a one-line message.
 
 import sys
 from dataclasses import dataclass
+from typing import Protocol
 
 from lib.plugins import from_flags, module_names, part_module
 from lib.pruning._schedule import PruningSchedule
@@ -59,6 +60,16 @@ __all__ = [
     "pruning_methods",
     "sparsity",
 ]
+
+
+class Pruner(Protocol):
+    """What the training loop and the checkpoint use of a pruner."""
+
+    def step(self, iter_num, observe=True): ...
+
+    def state_dict(self): ...
+
+    def load_state_dict(self, state): ...
 
 
 def pruning_methods():
