@@ -122,7 +122,7 @@ class Tool:
         try:
             kconf = read_config(known.config) if known.config else load_tree()
         except UserError as err:
-            sys.exit(f"error: --config {known.config}: {err}" if known.config else f"error: {err}")
+            sys.exit(f"error: {err}")
         return self.parser(kconf).parse_args(argv)
 
 
