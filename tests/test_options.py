@@ -51,6 +51,13 @@ def test_every_train_option_reaches_a_typed_config(kconf):
     assert unread == [], "these flags reach no config field (gpt2/configs.py, lib/optim, lib/pruning, lib/trackers)"
 
 
+def test_every_flag_has_one_owning_config_field():
+    """A flag is a (non-derived) field of exactly one typed config
+    (LEARNING_RATE once sat in TrainingConfig and OptimizerConfig)."""
+    shared = {name: owners for name, owners in config_fields().items() if len(owners) > 1}
+    assert shared == {}, "make all but one of these fields derived (metadata={'derived': True})"
+
+
 def test_every_config_field_is_a_flag(kconf):
     dests = {option.dest for option in train_options(kconf)}
     orphans = {name: owners for name, owners in config_fields().items() if name not in dests}
