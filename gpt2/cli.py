@@ -114,7 +114,8 @@ class Tool:
     def parse_args(self, argv=None):
         """Parse the command line (sys.argv[1:] when argv is None), with
         --config's values as the defaults.  A bad --config file: one
-        `error:` line, exit status 1."""
+        `error:` line, exit status 1.  The namespace has no `config`: the
+        file's values are in it."""
         argv = sys.argv[1:] if argv is None else list(argv)
         pre = ArgsFileParser(add_help=False, fromfile_prefix_chars="@", allow_abbrev=False)
         pre.add_argument("--config", default=None)
@@ -123,7 +124,9 @@ class Tool:
             kconf = read_config(known.config) if known.config else load_tree()
         except UserError as err:
             sys.exit(f"error: {err}")
-        return self.parser(kconf).parse_args(argv)
+        args = self.parser(kconf).parse_args(argv)
+        del args.config  # consumed: its values are the defaults (a run's record holds the values)
+        return args
 
 
 TRAIN = Tool("gpt2/train.py", DESCRIPTION)
