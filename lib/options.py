@@ -15,11 +15,15 @@ with Kconfig's default, range and prompt, grouped under its menu's title:
 
 Two more help-text conventions: "Also --momentum." adds another name for the
 flag, and "Not a train.py flag" marks an option that only make's scripts
-read (NPROC_PER_NODE for scripts/launch.py, TRACKIO_PORT for the dashboard).
+read (NPROC_PER_NODE for scripts/launch.py, TRACKIO_PORT for the dashboard)
+or another entry point (SAMPLE_NUM_SAMPLES for gpt2/sample.py).
 
-gpt2/cli.py builds train.py's parser from these, scripts/genconfig.py writes
-.config's values with them into build/train.args, and tests/test_options.py
-checks that every option reaches the code that reads it.
+Scalar values are typed by lib/kconfig.py's kind() and parse_value() (the one
+switch on an option's type); choices and lists here.  gpt2/cli.py builds
+every entry point's parser from these (train.py, sample.py, prepare_data.py:
+the same option, the same flag), scripts/genconfig.py writes .config's values
+with them into build/train.args, and tests/test_options.py checks that every
+option reaches the code that reads it.
 """
 
 import re
