@@ -66,7 +66,7 @@ $(OUTPUTS) &: $(KCONFIG_CONFIG) $(KCONFIG_FILES) $(GENERATOR) | $(VENV_STAMP)
 train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when NPROC_PER_NODE x NNODES > 1) [ARGS=...]
 	@$(PYTHON) -m scripts.launch --build-dir $(BUILD) -- $(ARGS)
 
-sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling options [CKPT=out/best.pt, ARGS=...]
+sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling options [CKPT=OUT_DIR/best.pt, ARGS=...]
 	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]

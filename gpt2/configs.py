@@ -21,7 +21,7 @@ field is a flag and every flag is a field, so an option that reaches no code
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -110,7 +110,6 @@ class TrainingConfig:
     gradient_accumulation_steps: int
     max_iters: int
     max_time: int
-    learning_rate: float
     min_lr: float
     warmup_iters: int
     lr_decay_iters: int
@@ -122,8 +121,13 @@ class TrainingConfig:
     out_dir: str
     resume: bool
     json_output: str
+    # The schedule's peak: LEARNING_RATE, whose one field is OptimizerConfig's
+    # (lib/optim, where it is validated); RunConfig.from_flags copies it here.
+    learning_rate: float = field(default=None, metadata={"derived": True})
 
     def __post_init__(self):
+        if self.learning_rate is None:
+            raise TypeError("TrainingConfig needs learning_rate: build it with RunConfig.from_flags")
         if self.min_lr > self.learning_rate:
             raise UsageError(
                 f"--min-lr {self.min_lr:g} is above --learning-rate {self.learning_rate:g}; "
@@ -223,7 +227,7 @@ class RunConfig:
         return cls(
             model=from_flags(ModelConfig, flags),
             data=from_flags(DataConfig, flags),
-            training=from_flags(TrainingConfig, flags),
+            training=from_flags(TrainingConfig, flags, learning_rate=optimizer.learning_rate),
             system=from_flags(SystemConfig, flags),
             optimizer=optimizer,
             optimizer_own=_user_error(from_flags, own_class, flags),

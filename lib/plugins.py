@@ -30,9 +30,10 @@ def part_module(package, name, flag, suffix=""):
     return importlib.import_module(f"{package.__name__}.{name}{suffix}")
 
 
-def from_flags(cls, flags):
+def from_flags(cls, flags, **derived):
     """An instance of the dataclass `cls` whose fields take the values of the
     parsed flags of the same names (`flags`: a dict, e.g. vars(args)).
-    Fields marked `metadata={"derived": True}` are left to the class."""
+    Fields marked `metadata={"derived": True}` are left to the class, or
+    given as keywords (`derived`): a value another config owns."""
     return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)
-                  if not field.metadata.get("derived")})
+                  if not field.metadata.get("derived")}, **derived)

@@ -5,8 +5,8 @@ nanoGPT).  meta.json is written last, atomically: a folder without it, or
 with one describing another source or settings, is unfinished and is redone.
 
     python gpt2/prepare_data.py --dataset shakespeare
-    python gpt2/prepare_data.py --dataset shakespeare --input input.txt
-    python gpt2/prepare_data.py --dataset finewebedu --max-tokens 10000000
+    python gpt2/prepare_data.py --dataset shakespeare --data-input input.txt
+    python gpt2/prepare_data.py --dataset finewebedu --data-max-tokens 10000000
 """
 
 import argparse
