@@ -28,6 +28,7 @@ from gpt2.errors import UsageError
 from gpt2.run.health import run_health
 from gpt2.run.mfu import cpu_matmul_flops, peak_flops
 from gpt2.model.gpt import GPT
+from gpt2.model.pretrained import build_model
 from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
 from gpt2.run.precision import check_resume_compatible
 from gpt2.run.samples import training_sampler
@@ -252,7 +253,7 @@ def micro_steps_per_rank(training, dist):
 def build_training(cfg, device):
     """Model, optimizer and pruner, with ValueErrors from lib/ turned into
     one-line usage errors."""
-    model = GPT(cfg.model.gpt_config()).to(device)
+    model = build_model(cfg.model, device)  # random, or INIT_FROM's weights
     try:
         optimizer = build_optimizer(model, cfg.optimizer, cfg.optimizer_own)
         pruner = build_pruner(model, optimizer, cfg.pruning)
@@ -403,6 +404,7 @@ def run_provenance(run):
         "cpu_matmul": cpu_matmul.library_of(run.raw_model),
         "torch_threads": torch.get_num_threads(),
         "world_size": run.dist.world_size,
+        "init_from": run.raw_model.init_source,  # INIT_FROM's source and weights sha256, or None
     }
     if run.device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(run.device)
