@@ -152,7 +152,7 @@ def run(shakespeare_data, shakespeare_path, tmp_path, capsys):
     def train(*flags, out="out"):
         out_dir = tmp_path / out
         code = train_main([*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path),
-                           "--out-dir", str(out_dir), *flags])
+                           "--out-dir", str(out_dir), "--sample-interval", "0", *flags])
         return code, out_dir, capsys.readouterr().err
 
     return train

@@ -25,7 +25,7 @@ import torch
 
 from gpt2.data.tokenizer import N_VOCAB, hf_tokenizer_files
 from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, hf_config, to_hf
+from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, hf_config, require_safetensors, to_hf
 from gpt2.run.checkpoint import UnreadableCheckpoint, read_checkpoint_file
 from lib.atomic import replaced_folder
 from lib.errors import UserError
@@ -170,6 +170,10 @@ def write_json(path, value):
 def export(ckpt, out, overwrite=False, log=print):
     """Write the Hugging Face folder `out` from the checkpoint `ckpt`;
     returns (out, bytes written)."""
+    try:
+        require_safetensors()
+    except FormatError as exc:
+        raise ExportError(str(exc)) from None
     from safetensors.torch import save_file
 
     out = Path(out)

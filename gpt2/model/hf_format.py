@@ -48,6 +48,16 @@ class FormatError(UserError):
     """A file that is not GPT-2 in Hugging Face's format; str() says what is wrong."""
 
 
+def require_safetensors():
+    """The safetensors package, or a FormatError saying how to install it."""
+    try:
+        import safetensors
+    except ImportError:
+        raise FormatError("reading and writing model.safetensors needs the safetensors package: "
+                          "pip install -e .[hf] (or pip install safetensors)") from None
+    return safetensors
+
+
 def read_hf_config(path):
     """The shape in a Hugging Face GPT-2 config.json: dict(n_layer, n_head,
     n_embd, n_positions, vocab_size).  FormatError for any other model."""
@@ -95,8 +105,8 @@ def read_hf_tensors(path, shape):
     """The tensors of a GPT-2 model.safetensors, named without the
     'transformer.' prefix, each checked against `shape` (read_hf_config).
     FormatError naming the missing, unexpected or misshapen tensors."""
-    from safetensors import SafetensorError, safe_open
-
+    safetensors = require_safetensors()
+    SafetensorError, safe_open = safetensors.SafetensorError, safetensors.safe_open
     expected = expected_shapes(shape)
     tensors = {}
     try:
