@@ -7,6 +7,7 @@ never reached (HF_HUB_OFFLINE=1, tests/conftest.py)."""
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -308,3 +309,18 @@ def test_bad_exports_are_one_error_line_and_leave_out_as_it_was(run, tmp_path, c
     code, err = export("--overwrite")
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"
+
+
+def test_reproduce_finds_other_starting_weights(hf_folder, tmp_path):
+    from scripts.experiments.reproduce import machine_differences
+
+    model = build_model(model_config("--bias", "--init-from", str(hf_folder)), "cpu")
+    recorded = dict(model.init_source)  # what the run's provenance keeps
+    assert not [d for d in machine_differences({"init_from": recorded}, None) if "init-from" in d]
+    moved = tmp_path / "hf"
+    shutil.copytree(hf_folder, moved)
+    tensors = load_file(moved / "model.safetensors")
+    tensors["transformer.ln_f.bias"] += 1
+    save_file(tensors, moved / "model.safetensors")
+    found = machine_differences({"init_from": {**recorded, "init_from": str(moved)}}, None)
+    assert any(d.startswith(f"init-from {moved}: the run started from weights with sha256") for d in found), found

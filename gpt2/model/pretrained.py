@@ -129,6 +129,21 @@ def load_pretrained(init_from, model_cfg):
     return model
 
 
+def weights_difference(recorded):
+    """For `make reproduce`: what differs between the INIT_FROM weights a
+    run recorded (model.init_source) and what INIT_FROM names here; None
+    when they are the same file."""
+    try:
+        _, weights_path = weight_files(recorded["init_from"])
+    except PretrainedError as exc:
+        return f"init-from: {exc}"
+    digest = sha256_of(weights_path)
+    if digest != recorded.get("sha256"):
+        return (f"init-from {recorded['init_from']}: the run started from weights with sha256 "
+                f"{str(recorded.get('sha256'))[:12]}..., {weights_path} has {digest[:12]}...")
+    return None
+
+
 def build_model(model_cfg, device):
     """The run's GPT on `device`: random (INIT_FROM empty) or loaded."""
     if not model_cfg.init_from:
