@@ -26,6 +26,7 @@ from gpt2.model.gpt import GPT, PADDED_VOCAB_SIZE, GPTConfig  # noqa: E402
 from gpt2.model.pretrained import build_model  # noqa: E402
 from gpt2.run.checkpoint import LATEST  # noqa: E402
 from gpt2.train import main as train_main  # noqa: E402
+from lib.trackers.journal import journal_path, read_journal  # noqa: E402
 from scripts.export import main as export_main  # noqa: E402
 
 HF_SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64)  # TINY's shape, 64 positions (TINY uses 32)
@@ -197,6 +198,14 @@ def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits_tokens
     generated = theirs.generate(prompt, max_new_tokens=12, do_sample=False)
     assert printed == tokenizer.decode(generated[0])
 
+    # The run's record names where it started (make reproduce compares it).
+    start = next(r for r in read_journal(journal_path(out_dir)) if r["kind"] == "start")
+    weights = hf_folder / "model.safetensors"
+    assert start["config"]["provenance"]["init_from"] == {
+        "init_from": str(hf_folder), "repo": None, "path": str(weights.resolve()),
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert f"--init-from={hf_folder}" in start["config"]["train_args"]
+
     card = (folder / "README.md").read_text()
     assert f"--init-from={json.dumps(str(hf_folder))}" in card and "| Steps | 20" in card
     assert f"| Best validation loss | {state['best_val_loss']:.4f} |" in card
@@ -324,3 +333,20 @@ def test_reproduce_finds_other_starting_weights(hf_folder, tmp_path):
     save_file(tensors, moved / "model.safetensors")
     found = machine_differences({"init_from": {**recorded, "init_from": str(moved)}}, None)
     assert any(d.startswith(f"init-from {moved}: the run started from weights with sha256") for d in found), found
+
+
+def test_a_hub_name_offline_reads_huggingface_hubs_cache(hf_folder, monkeypatch, tmp_path):
+    """`--init-from gpt2` offline, with openai-community/gpt2 in the cache
+    (here the tiny model, laid out as huggingface_hub's cache keeps a
+    download): loaded from there, and recorded with its repository."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--openai-community--gpt2" / "snapshots" / ("0" * 40)
+    shutil.copytree(hf_folder, snapshot)
+    (cache / "models--openai-community--gpt2" / "refs").mkdir()
+    (cache / "models--openai-community--gpt2" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    model = build_model(model_config("--bias", "--init-from", "gpt2"), "cpu")
+    assert model.init_source["repo"] == "openai-community/gpt2"
+    assert model.init_source["path"] == str((snapshot / "model.safetensors").resolve())
