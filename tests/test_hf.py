@@ -183,6 +183,9 @@ def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits_tokens
     hf_logits, _ = hf_logits_and_loss(theirs, idx)
     our_logits, _, _ = gpt2lab_logits_and_loss(ours, idx)
     torch.testing.assert_close(our_logits, hf_logits, atol=1e-5, rtol=0)
+    # ... and the export is itself an --init-from folder: the same model again.
+    again = build_model(model_config("--bias", "--init-from", str(folder)), "cpu").eval()
+    torch.testing.assert_close(gpt2lab_logits_and_loss(again, idx)[0], our_logits, atol=1e-6, rtol=0)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     ids = gpt2_encoding().encode_ordinary(PARAGRAPH)
