@@ -6,7 +6,7 @@
 # KCONFIG_CONFIG and BUILD (where .config and the generated files live, so
 # tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
 # TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build);
-# sample: CKPT; sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
+# sample: CKPT; export: CKPT, OUT; sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
 # sweeps' folder); report: SWEEP_DIR, RUNS, REPORT_DIR, BASELINE, TRACK; reproduce: RUN, STRICT.
 
 SYSTEM_PYTHON ?= python3
@@ -28,7 +28,7 @@ CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-d
 
 .DEFAULT_GOAL := help
 .PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
-	train sample sweep report reproduce trackio-show wandb-sync bench gpu-check test clean venv
+	train sample export sweep report reproduce trackio-show wandb-sync bench gpu-check test clean venv
 
 help: ## list the targets, one line each
 	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
@@ -68,6 +68,9 @@ train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when 
 
 sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling options [CKPT=OUT_DIR/best.pt, ARGS=...]
 	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(ARGS)
+
+export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=out/best.pt, OUT=export/, ARGS="--overwrite --push-to-hub user/repo"]
+	@$(PYTHON) -m scripts.export --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(if $(OUT),--out '$(OUT)') $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
 	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port '$(PORT)'

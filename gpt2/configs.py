@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gpt2.data.sources import DATASETS
+from gpt2.data.tokenizer import N_VOCAB
 from gpt2.errors import UsageError
 from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
@@ -47,7 +48,8 @@ def _user_error(build, *args):
 @dataclass(frozen=True)
 class ModelConfig:
     """--model (a published size, or custom for --n-layer/--n-head/--n-embd),
-    --block-size, --dropout, --bias."""
+    --block-size, --dropout, --bias, and --init-from: the weights to start
+    from (gpt2/model/pretrained.py; empty: random)."""
 
     model: str
     n_layer: int
@@ -56,6 +58,7 @@ class ModelConfig:
     block_size: int
     dropout: float
     bias: bool
+    init_from: str
 
     def __post_init__(self):
         if self.model != CUSTOM and self.model not in MODEL_SIZES:
@@ -81,7 +84,10 @@ class ModelConfig:
     def gpt_config(self):
         """The network's shape for gpt2/model/gpt.py."""
         try:
-            return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **self.shape())
+            # Pretrained weights keep GPT-2's 50,257 rows (gpt2/model/hf_format.py).
+            vocab = {"vocab_size": N_VOCAB} if self.init_from else {}
+            return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **vocab,
+                             **self.shape())
         except ValueError as err:
             raise UsageError(f"--model {self.model}: {err}") from None
 

@@ -28,6 +28,7 @@ __all__ = [
     "publish_as",
     "remove_stale_temporaries",
     "replaced_atomically",
+    "replaced_folder",
     "temporary_path",
     "write_bytes_atomically",
     "write_text_atomically",
@@ -158,3 +159,39 @@ def remove_stale_temporaries(path):
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+@contextlib.contextmanager
+def replaced_folder(path):
+    """Yield a temporary folder beside `path` to fill; when the block
+    completes, it takes `path`'s place (an existing `path` is moved aside
+    first, then removed), so a reader finds the old folder or the whole new
+    one, never a part of it.  On any exception the temporary is removed.
+    Temporary folders of writers killed earlier are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = stale.name[len(prefix):-len(".tmp")]
+        if stale.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = temporary_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old.tmp")
+    try:
+        yield tmp
+        for name in os.listdir(tmp):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_folder(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # put the previous folder back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_folder(path.parent)

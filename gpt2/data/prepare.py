@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +41,7 @@ from gpt2.data.tokenizer import (
 )
 from lib.atomic import atomic_open, write_bytes_atomically
 
-__all__ = ["DataError", "data_fingerprint", "ensure_prepared", "main"]
+__all__ = ["DataError", "data_fingerprint", "ensure_prepared"]
 
 # The last 10% of a text's characters (nanoGPT's shakespeare split), or every
 # 10th document starting with the first, is validation: one rule that also

@@ -61,6 +61,13 @@ def _checked_bpe_file(name):
     return str(path)
 
 
+def hf_tokenizer_files():
+    """Hugging Face's GPT-2 tokenizer files, as {name: the local file with
+    the same bytes}: its vocab.json is OpenAI's encoder.json, its
+    merges.txt OpenAI's vocab.bpe (checked against their sha256)."""
+    return {"vocab.json": _checked_bpe_file("encoder.json"), "merges.txt": _checked_bpe_file("vocab.bpe")}
+
+
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding():
     """tiktoken's "gpt2" encoding (same ranks, split pattern and special

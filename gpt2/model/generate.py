@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.data.tokenizer import EOT_TOKEN, gpt2_encoding
+from gpt2.data.tokenizer import EOT_TOKEN, N_VOCAB, gpt2_encoding
 
 FILE_PREFIX = "FILE:"
 
@@ -88,7 +88,9 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=0, generator=
                 cache = KVCache(model.config, idx.size(0), idx.device, model.lm_head.weight.dtype)
                 pending = idx[:, -keep:]
             logits, _ = model(pending, cache=cache)
-        token = next_token(logits[:, -1, :], temperature, top_k, generator)
+        # GPT-2's ids only: the padding rows of a model trained from scratch
+        # (gpt2/model/gpt.py) are never drawn, at any temperature.
+        token = next_token(logits[:, -1, :N_VOCAB], temperature, top_k, generator)
         idx = torch.cat((idx, token), dim=1)
         pending = token
         if on_token is not None:

@@ -21,7 +21,7 @@ from gpt2.cpu import setup as cpu_setup
 from gpt2.data.batches import Batches
 from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
 from gpt2.errors import UsageError
-from gpt2.model.gpt import GPT
+from gpt2.model.pretrained import build_model
 from gpt2.run.checkpoint import LATEST, Checkpointer, load_checkpoint, set_rng_state
 from gpt2.run.distributed import cuda_index
 from gpt2.run.health import run_health
@@ -157,7 +157,7 @@ def micro_steps_per_rank(training, dist):
 def build_training(cfg, device):
     """Model, optimizer and pruner, with ValueErrors from lib/ turned into
     one-line usage errors."""
-    model = GPT(cfg.model.gpt_config()).to(device)
+    model = build_model(cfg.model, device)  # random, or INIT_FROM's weights
     try:
         optimizer = build_optimizer(model, cfg.optimizer, cfg.optimizer_own)
         pruner = build_pruner(model, optimizer, cfg.pruning)
@@ -305,6 +305,7 @@ def run_facts(cfg, precision, dist, device, raw_model, batches):
         "cpu_matmul": cpu_setup.recorded_library(raw_model, device),
         "torch_threads": torch.get_num_threads(),
         "world_size": dist.world_size,
+        "init_from": raw_model.init_source,  # INIT_FROM's source and weights sha256, or None
     }
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)

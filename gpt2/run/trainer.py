@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from gpt2.configs import RunConfig
 from gpt2.cpu.setup import CpuPath
 from gpt2.data.batches import SPLITS, Batches
 from gpt2.errors import NonFiniteLossError
@@ -42,7 +43,7 @@ STOP_CHECK_STEPS = 10
 class Trainer:
     """One training run.  `cfg` is the RunConfig (gpt2/configs.py)."""
 
-    cfg: "RunConfig"  # noqa: F821 (gpt2/configs.py; not imported: configs imports the registries)
+    cfg: RunConfig
     precision: Precision
     dist: Distributed
     device: torch.device

@@ -215,6 +215,10 @@ def machine_differences(prov, data):
         for key in DATA_KEYS:
             if then_data.get(key) is not None and data.get(key) is not None and then_data[key] != data[key]:
                 found.append(f"data {key}: the run read {then_data[key]}, {data['folder']} holds {data[key]}")
+    if prov.get("init_from"):  # a fine-tuning run: the same starting weights?
+        from gpt2.model.pretrained import weights_difference
+
+        found += [d for d in [weights_difference(prov["init_from"])] if d]
     device = prov.get("device", "cpu")
     if not device.startswith("cpu"):
         import torch
