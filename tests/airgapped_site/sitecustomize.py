@@ -6,7 +6,7 @@ tree (gpu-check and every run it starts).  Each top-level module named in
 $GPT2LAB_AIRGAP_BLOCK (comma-separated: the modules of every installed
 distribution that such a machine lacks) can then be imported only from the
 folders in $GPT2LAB_AIRGAP_SITE (the wheelhouse installed with --target),
-else ModuleNotFoundError, as on that machine."""
+else they are not found (ModuleNotFoundError), as on that machine."""
 
 import importlib.machinery
 import os
@@ -16,18 +16,17 @@ BLOCKED = frozenset(filter(None, os.environ.get("GPT2LAB_AIRGAP_BLOCK", "").spli
 SITE = [path for path in os.environ.get("GPT2LAB_AIRGAP_SITE", "").split(os.pathsep) if path]
 
 
-class AirgapFinder:
-    """First on sys.meta_path: a blocked name resolves from SITE or not at all."""
+class AirgapPathFinder(importlib.machinery.PathFinder):
+    """sys.meta_path's PathFinder, except that a blocked top-level name is
+    looked for in SITE only: not found, find_spec() is None and import
+    raises ModuleNotFoundError, as on that machine."""
 
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if path is not None or name not in BLOCKED:
-            return None  # a submodule (found through its parent) or an allowed module
-        spec = importlib.machinery.PathFinder.find_spec(name, SITE)
-        if spec is None:
-            raise ModuleNotFoundError(f"No module named '{name}' (blocked: not on the air-gapped machine)", name=name)
-        return spec
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is None and name in BLOCKED:
+            return super().find_spec(name, SITE, target)
+        return super().find_spec(name, path, target)
 
 
 if BLOCKED:
-    sys.meta_path.insert(0, AirgapFinder)
+    sys.meta_path[:] = [AirgapPathFinder if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
