@@ -105,8 +105,8 @@ def run_steps(ctx, out, steps=STEPS, skip=()):
         if name in skip:
             report["steps"][name] = {"skipped": "--skip"}
             report["skipped"].append(name)
-            ctx.say(f"{name}: skipped (--skip)")
             write_report(out, report)
+            ctx.say(f"{name}: skipped (--skip)")
             continue
         limit = budget * LIMIT_FACTOR
         ctx.deadline = time.monotonic() + limit
@@ -126,8 +126,8 @@ def run_steps(ctx, out, steps=STEPS, skip=()):
         else:
             report["ran"].append(name)
             report["passed" if result["ok"] else "failed"].append(name)
+        write_report(out, report)  # before its line: a line printed is a step on disk
         ctx.say(f"{name}: {result['summary']}")
-        write_report(out, report)
     report.update(finished=True, seconds=time.monotonic() - start, ok=not report["failed"])
     write_report(out, report)
     return report
