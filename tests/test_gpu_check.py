@@ -147,3 +147,25 @@ def test_the_report_killed_mid_way_holds_the_finished_steps(tmp_path):
     report = json.loads(out.read_text())
     assert report["passed"] == ["first", "second"] and not report["finished"]
     assert set(report["steps"]) == {"first", "second"} and report["budget_s"]["hangs"] == 100
+
+
+# ----------------------------------------------------------------------------
+# --deterministic: what makes a GPU resume bit-identical
+
+NONDETERMINISTIC_OP = """
+from types import SimpleNamespace
+import torch
+from gpt2.run.setup import use_deterministic
+use_deterministic(SimpleNamespace(deterministic=True))
+torch.zeros(5).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # no deterministic kernel on the CPU
+"""
+
+
+def test_deterministic_stops_at_an_operation_without_a_deterministic_kernel_with_one_line():
+    """warn_only=False: the operation raises, and the run's excepthook turns
+    that into one line naming it (a warning would let it vary silently)."""
+    result = subprocess.run([sys.executable, "-c", NONDETERMINISTIC_OP], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == ("error: --deterministic: put_ has no deterministic kernel on this device, so this run "
+                             "cannot repeat bit for bit; run without --deterministic (DETERMINISTIC=n)\n")

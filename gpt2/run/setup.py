@@ -24,6 +24,7 @@ from gpt2.run.checkpoint import LATEST, load_checkpoint, set_rng_state
 from gpt2.cpu.allocator import keep_freed_memory
 from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.run.distributed import cuda_index
+from gpt2.run.determinism import install_excepthook
 from gpt2.errors import UsageError
 from gpt2.run.health import run_health
 from gpt2.run.mfu import cpu_matmul_flops, peak_flops
@@ -148,13 +149,14 @@ def select_device(system, precision):
 
 
 def use_deterministic(system):
-    """--deterministic: deterministic kernels only (torch warns once about an
-    operation that has none), and the cuBLAS workspace setting they need,
-    set before cuBLAS starts.  Bit-identical GPU runs and resumes, at a cost
-    (README, "Checkpoints and resume")."""
+    """--deterministic: deterministic kernels only (an operation that has
+    none stops the run with one line naming it: gpt2/run/determinism.py), and
+    the cuBLAS workspace setting they need, set before cuBLAS starts.
+    Bit-identical GPU runs and resumes, at a cost (README, "Checkpoints and resume")."""
     if system.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        install_excepthook()
         torch.backends.cudnn.benchmark = False
 
 
