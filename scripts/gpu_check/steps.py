@@ -41,8 +41,8 @@ class Context:
     _prepared: bool = False
 
     def remaining(self):
-        """Seconds left of the current step's limit (a child's timeout)."""
-        return max(self.deadline - time.monotonic(), 1.0)
+        """Seconds left of the current step's limit (a child's timeout); a day outside a step."""
+        return min(max(self.deadline - time.monotonic(), 1.0), 86400.0)
 
     @property
     def build(self):
