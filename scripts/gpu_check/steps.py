@@ -271,8 +271,8 @@ STEPS = [
     ("matmul", 15, matmul_step),
     ("sdpa", 10, sdpa_step),
     ("bench", 75, bench_step),
-    ("preset", 120, preset_step),
-    ("resume", 150, resume_step),
+    ("preset", 150, preset_step),
+    ("resume", 140, resume_step),
     ("ddp", 90, ddp_step),
 ]
 STEP_NAMES = [name for name, _, _ in STEPS]
