@@ -232,7 +232,7 @@ def resume_step(ctx):
     ctx.prepare()
     flags = ctx.flags("resume", ctx.train_steps)
     # The watchdog must not fire first: the whole step's time is left for the two runs.
-    killed = runs.run(runs.train_command(ctx.build, flags), ctx.env(), ctx.remaining() * 0.45,
+    killed = runs.run(runs.train_command(ctx.build, flags), ctx.env(), ctx.remaining() * 0.5,
                       kill_after_line=f"eval {ctx.kill_at} |")  # fmt: skip
     resumed = runs.run(runs.train_command(ctx.build, [*flags, "--resume"]), ctx.env(), ctx.remaining())
     verdict = runs.resume_verdict(killed, resumed, {int(k): v for k, v in reference.items()}, ctx.kill_at)
