@@ -112,7 +112,7 @@ def run_steps(ctx, out, steps=STEPS, skip=()):
         ctx.deadline = time.monotonic() + limit
         began = time.monotonic()
         try:
-            with time_limit(limit + 5):  # the runs' own watchdogs (ctx.remaining()) fire first
+            with time_limit(limit + min(5.0, limit / 10)):  # the runs' own watchdogs (ctx.remaining()) fire first
                 result = function(ctx)
         except StepTimeout:
             result = {"ok": False, "summary": f"FAILED: over its {limit:.0f} s limit"}
