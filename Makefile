@@ -7,7 +7,8 @@
 # tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
 # TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build);
 # sample: CKPT; export: CKPT, OUT; sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
-# sweeps' folder); report: SWEEP_DIR, RUNS, REPORT_DIR, BASELINE, TRACK; reproduce: RUN, STRICT.
+# sweeps' folder); wheelhouse: PYTHON_VERSION, WHEELHOUSE_ONLY; report: SWEEP_DIR, RUNS, REPORT_DIR, BASELINE, TRACK;
+# reproduce: RUN, STRICT.
 
 SYSTEM_PYTHON ?= python3
 PYTHON := .venv/bin/python
@@ -28,7 +29,7 @@ CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-d
 
 .DEFAULT_GOAL := help
 .PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
-	train sample export sweep report reproduce trackio-show wandb-sync bench gpu-check test clean venv
+	train sample export sweep report reproduce trackio-show wandb-sync bench gpu-check wheelhouse test clean venv
 
 help: ## list the targets, one line each
 	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
@@ -92,6 +93,9 @@ bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 
 gpu-check: | $(VENV_STAMP) ## on a CUDA machine: matmul, 124M bench, preset run, kill -9 + resume, DDP -> gpu-check.json [ARGS=...]
 	@$(PYTHON) -m scripts.gpu_check $(ARGS)
+
+wheelhouse: ## wheels + corpus for an air-gapped PyTorch machine -> wheelhouse/ (docs/airgapped.md) [PYTHON_VERSION=3.12, WHEELHOUSE_ONLY="..."]
+	@$(SYSTEM_PYTHON) -m scripts.wheelhouse --python-version '$(or $(PYTHON_VERSION),3.12)' --only '$(WHEELHOUSE_ONLY)'
 
 test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 	@$(PYTHON) -m pytest $(ARGS)

@@ -30,6 +30,7 @@ from gpt2 import cli
 from gpt2.configs import RunConfig
 from gpt2.run import distributed
 from gpt2.run.checkpoint import LATEST
+from gpt2.run.determinism import error_message, nondeterministic_operation
 from gpt2.run.out_dir_lock import out_dir_lock
 from gpt2.run.precision import resolve_precision
 from gpt2.run.preemption import StopSignals, StoppedBySignal
@@ -105,6 +106,11 @@ def main(argv=None):
         message, status, stopped = str(e), e.status, e.signals
     except KeyboardInterrupt:
         message, status = f"interrupted; --resume continues from the last checkpoint in {args.out_dir}", 130
+    except RuntimeError as e:  # --deterministic and an operation without a deterministic kernel; else a bug
+        operation = nondeterministic_operation(e)
+        if operation is None:
+            raise
+        message, status = f"error: {error_message(operation)}", 1
     if distributed.launched_rank() == 0:
         print(message, file=sys.stderr, flush=True)
     # After a stop the signal handlers are held until the line is out

@@ -344,4 +344,4 @@ def test_deterministic_setting_reaches_torch_and_cublas(monkeypatch):
     use_deterministic(system_config("--no-deterministic"))
     assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     use_deterministic(system_config("--deterministic"))
-    assert calls == [(True, {"warn_only": True})] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert calls == [(True, {"warn_only": False})] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -113,13 +113,14 @@ def select_device(system, precision):
 
 
 def use_deterministic(system):
-    """--deterministic: deterministic kernels only (torch warns once about an
-    operation that has none), and the cuBLAS workspace setting they need,
-    set before cuBLAS starts.  Bit-identical GPU runs and resumes, at a cost
-    (README, "Checkpoints and resume")."""
+    """--deterministic: deterministic kernels only (an operation that has
+    none stops the run with one line naming it: gpt2/run/determinism.py,
+    through gpt2/train.py main), and
+    the cuBLAS workspace setting they need, set before cuBLAS starts.
+    Bit-identical GPU runs and resumes, at a cost (README, "Checkpoints and resume")."""
     if system.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
 
 
