@@ -152,20 +152,31 @@ def test_the_report_killed_mid_way_holds_the_finished_steps(tmp_path):
 # ----------------------------------------------------------------------------
 # --deterministic: what makes a GPU resume bit-identical
 
-NONDETERMINISTIC_OP = """
-from types import SimpleNamespace
-import torch
-from gpt2.run.setup import use_deterministic
-use_deterministic(SimpleNamespace(deterministic=True))
-torch.zeros(5).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # no deterministic kernel on the CPU
-"""
+def test_deterministic_stops_at_an_operation_without_a_deterministic_kernel_with_one_line(
+        shakespeare_data, shakespeare_path, tmp_path, monkeypatch, capsys):
+    """warn_only=False: the operation raises in the middle of a step, and
+    train.py turns that into one line naming it (a warning would let the
+    run vary silently); --deterministic's own steps work (step 1 trains)."""
+    from gpt2.run.trainer import Trainer
+    from gpt2.train import main
+    from train_support import shakespeare_flags
 
+    real = Trainer.train_step
 
-def test_deterministic_stops_at_an_operation_without_a_deterministic_kernel_with_one_line():
-    """warn_only=False: the operation raises, and the run's excepthook turns
-    that into one line naming it (a warning would let it vary silently)."""
-    result = subprocess.run([sys.executable, "-c", NONDETERMINISTIC_OP], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr == ("error: --deterministic: put_ has no deterministic kernel on this device, so this run "
-                             "cannot repeat bit for bit; run without --deterministic (DETERMINISTIC=n)\n")
+    def step(trainer, lr):
+        if trainer.state.iter_num == 1:  # no deterministic kernel on the CPU
+            torch.zeros(5).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+        return real(trainer, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    argv = [*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--deterministic",
+            "--out-dir", str(tmp_path / "out"), "--max-iters", "3"]  # fmt: skip
+    try:
+        assert main(argv) == 1
+    finally:
+        torch.use_deterministic_algorithms(False)
+    captured = capsys.readouterr()
+    assert "iter 1 |" in captured.out
+    assert captured.err.splitlines()[-1] == (
+        "error: --deterministic: put_ has no deterministic kernel on this device, so this run "
+        "cannot repeat bit for bit; run without --deterministic (DETERMINISTIC=n)")
