@@ -26,7 +26,7 @@ from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.run.distributed import cuda_index
 from gpt2.errors import UsageError
 from gpt2.run.health import run_health
-from gpt2.run.mfu import cpu_matmul_flops, peak_flops
+from gpt2.run.mfu import Peak, cpu_matmul_flops, mfu_peak
 from gpt2.model.gpt import GPT
 from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
 from gpt2.run.precision import check_resume_compatible
@@ -56,12 +56,11 @@ class Run:
     batches: Batches
     micro_steps: int  # gradient-accumulation steps on this rank
     tokens_per_iter: int  # over all ranks
-    peak_flops: float | None
+    peak: Peak | None  # MFU's denominator (rank 0)
     log: object
     tracker_resume_state: dict | None = None  # --resume before any checkpoint: the journal's runs
     stop: object = None  # gpt2/run/preemption.py StopSignals, while the loop runs
     stopped_by: int | None = None  # the signal the loop stopped on
-    mfu_warned: bool = False  # the MFU-above-100% warning was printed
     iter_num: int = 0
     best_val_loss: float = math.inf
     training_time: float = 0.0  # seconds, summed over resumed sessions
@@ -320,7 +319,7 @@ def setup(cfg, flags, precision, dist, log):
         batches=batches,
         micro_steps=micro_steps,
         tokens_per_iter=training.batch_size * config.block_size * training.gradient_accumulation_steps,
-        peak_flops=peak_flops(device, precision.dtype, cpu_flops) if dist.is_main else None,
+        peak=mfu_peak(device, precision.dtype, cpu_flops, log) if dist.is_main else None,
         log=log,
         tracker_resume_state=tracker_state,
     )
