@@ -42,6 +42,7 @@ from gpt2.data.tokenizer import (
     last_cut,
     tokenize,
 )
+from gpt2.data.integrity import files_record, verify_tokens
 from lib.atomic import atomic_folder, atomic_open, remove_stale_folders, write_bytes_atomically
 
 __all__ = ["DataError", "data_fingerprint", "ensure_prepared", "main"]
@@ -252,6 +253,9 @@ def _prepare(dataset, folder, source, request, workers, log):
         # Hashed while written: a run's record names the exact tokens
         # without reading the files at every start.
         "tokens_sha256": out.sha256(),
+        # Each file's own hash, size and mtime: a file altered since is
+        # found (gpt2/data/integrity.py), hashing only what changed.
+        "files": files_record(folder, {split: digest.hexdigest() for split, digest in out.digests.items()}),
         "split_by": split_by,
         "val_fraction": VAL_FRACTION,
         "max_tokens": request["max_tokens"] if split_by == "documents" else None,
@@ -353,14 +357,24 @@ def _carry_over(folder, work):
             shutil.copy2(entry, work / entry.name)
 
 
-def data_fingerprint(folder):
+def data_fingerprint(folder, verify=False):
     """What identifies the prepared data in `folder`, for a run's record
     (lib/trackers/run_info.py) and scripts/experiments/reproduce.py: meta.json's source,
     its hash, the token counts and tokens_sha256 (of train.bin's and val.bin's
     sha256, hashed as they were written; None for data prepared before that
-    was recorded).  Reads meta.json only: nothing is hashed at a run's start."""
+    was recorded).  A token file is hashed only if its size or mtime is not
+    what meta.json saw, or with `verify` (reproduce): then tokens_sha256 is
+    that of the files as they are, and tokens_altered names those that are
+    not what meta.json recorded."""
     meta = read_finished_meta(Path(folder)) or {}
-    return {"folder": str(folder), **{key: meta.get(key) for key in FINGERPRINT_KEYS}}
+    fingerprint = {"folder": str(folder), **{key: meta.get(key) for key in FINGERPRINT_KEYS}}
+    if meta:
+        now, altered = verify_tokens(Path(folder), meta, always=verify)
+        if now:
+            fingerprint["tokens_sha256"] = now
+        if altered:
+            fingerprint["tokens_altered"] = altered
+    return fingerprint
 
 
 def _count(minimum):
