@@ -185,6 +185,23 @@ def test_streamed_text_gives_the_same_tokens(tmp_path, shakespeare_path, monkeyp
     assert digests == [SHAKESPEARE_TRAIN_SHA256, SHAKESPEARE_VAL_SHA256]
 
 
+@pytest.mark.parametrize("chunk_chars", [5, 64, 333])
+def test_streamed_text_keeps_tricky_whitespace(tmp_path, monkeypatch, chunk_chars):
+    """Runs of blank lines and spaces, which change their tokens when cut
+    inside: streamed in tiny pieces, the tokens of each split whole."""
+    from gpt2.data.tokenizer import tokenize
+
+    text = "a\n\n\nb  \n c\r\nd\n\te\n" * 50 + "word\nword\n\n" * 50 + "naïve café 日本語\n" * 20 + "end  \n\n"
+    path = tmp_path / "tricky.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(prepare_data, "TEXT_CHUNK_CHARS", chunk_chars)
+    monkeypatch.setattr(data_sources, "READ_CHARS", 7)  # cuts inside multi-byte characters too
+    folder = ensure_prepared("shakespeare", tmp_path / "data", input_path=path, num_workers=1, log=lambda *a: None)
+    n_train = int(len(text) * 0.9)
+    for split, part in (("train", text[:n_train]), ("val", text[n_train:])):
+        assert (folder / f"{split}.bin").read_bytes() == tokenize(part, num_workers=1).tobytes()
+
+
 def test_non_utf8_text_names_the_byte(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes("é".encode() * 700_000 + b"\xc3")  # cut inside a character, past the first read
