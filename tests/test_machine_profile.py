@@ -16,7 +16,7 @@ from train_support import TINY, shakespeare_flags
 from gpt2.cpu import matmul as cpu_matmul
 from gpt2.cpu import machine_profile
 from gpt2.run.checkpoint import load_checkpoint
-from gpt2.run.mfu import cpu_matmul_flops, model_flops_utilization
+from gpt2.run.mfu import Peak, cpu_matmul_flops, model_flops_utilization
 from gpt2.train import main
 
 IDLE = {"blas": 100e9, "onednn": 200e9}
@@ -142,6 +142,17 @@ def test_an_honest_peak_gives_no_warning(cache_home, tiny_argv, capsys):
 
 def test_mfu_is_achieved_over_peak():
     assert model_flops_utilization(1e6, 2e4, 1e11) == pytest.approx(0.2)
+
+
+def test_a_peak_is_raised_to_what_is_achieved_and_says_so_once():
+    lines, kept = [], []
+    peak = Peak(1e9, "of the data sheet", lines.append, kept.append)  # 1 GFLOP/s per rank
+    assert peak.utilization(1e3, 4e5, world_size=2) == pytest.approx(0.2)  # 0.2 GFLOP/s per rank
+    assert peak.utilization(1e3, 4e6, world_size=2) == 1.0 and peak.flops == 2e9  # 2 GFLOP/s: the new peak
+    assert peak.utilization(1e3, 8e6, world_size=2) == 1.0 and peak.utilization(1e3, 4e6, world_size=2) == 0.5
+    assert lines == ["notice: this run achieves 2 GFLOP/s, above the peak of 1 GFLOP/s of the data sheet: "
+                     "that is the peak from now on"]
+    assert kept == [2e9, 4e9]
 
 
 needs_onednn = pytest.mark.skipif(not cpu_matmul.available(), reason="this PyTorch has no oneDNN matmuls")

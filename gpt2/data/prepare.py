@@ -3,6 +3,9 @@
 train.bin and val.bin are flat streams of GPT-2 token ids as uint16 (as in
 nanoGPT).  meta.json is written last, atomically: a folder without it, or
 with one describing another source or settings, is unfinished and is redone.
+A preparation fills a sibling folder that replaces the dataset's folder only
+when complete (lib/atomic.py atomic_folder), so one that fails or is killed
+leaves the data that was there as it was.
 
     python gpt2/prepare_data.py --dataset shakespeare
     python gpt2/prepare_data.py --dataset shakespeare --input input.txt
