@@ -12,7 +12,7 @@ offline, and lm-evaluation-harness, vLLM or the Hub after them:
 A pruned model is written with its zeros (dense tensors; the card states
 the sparsity).  Needs safetensors (and huggingface_hub for --push-to-hub),
 not transformers.  The folder is written beside OUT and renamed into place
-when complete (lib/atomic.py replaced_folder): an interrupted export leaves
+when complete (lib/atomic.py atomic_folder): an interrupted export leaves
 no OUT that looks complete.
 """
 
@@ -26,7 +26,7 @@ import torch
 from gpt2.data.tokenizer import N_VOCAB, hf_tokenizer_files
 from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, hf_config, require_safetensors, to_hf
 from gpt2.run.checkpoint import load_model
-from lib.atomic import replaced_folder
+from lib.atomic import atomic_folder, remove_stale_folders
 from lib.errors import UserError
 from lib.pruning import prunable_weights, sparsity
 
@@ -163,7 +163,8 @@ def export(ckpt, out, overwrite=False, log=print):
     model, checkpoint = load_checkpoint_model(ckpt)
     tokenizer_files = hf_tokenizer_files()
     tensors = to_hf(model)
-    with replaced_folder(out) as folder:
+    remove_stale_folders(out)  # what an export killed earlier left beside it
+    with atomic_folder(out) as folder:
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(folder / CONFIG_FILE, hf_config(model.config))
         write_json(folder / "generation_config.json", generation_config())

@@ -5,9 +5,12 @@ comes from the GPU's name (dense tensor-core numbers from the vendors' data
 sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply in
 every library available (gpt2/cpu/matmul.py), the best of several rounds,
 once per machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
-An MFU above 100% can only mean an underestimated peak: the loop then prints
-above_peak_warning once.  An unknown GPU, and a MIG slice of a known one, get
-no MFU rather than a wrong one.
+MFU is achieved over peak, so it never exceeds 100%: a run achieving more
+than the peak shows the peak was underestimated, and Peak.utilization
+raises it to what was achieved (saying so once; on CPU the raised peak is
+kept for later runs, and the machine measured again at the next start).
+An unknown GPU, and a MIG slice of a known one, get no MFU rather than a
+wrong one.
 """
 
 import re
@@ -161,38 +164,42 @@ def model_flops_utilization(flops_per_token, tokens_per_sec, peak, world_size=1)
     return flops_per_token * tokens_per_sec / (peak * world_size)
 
 
-def above_peak_warning(mfu, peak, device):
-    """The warning line for an MFU above 1.0, which only an underestimated
-    peak can produce, with where that peak comes from and how to fix it."""
+class Peak:
+    """The FLOP/s (per rank) MFU divides by, never below what the run
+    achieved, so an MFU is at most 1.0 wherever it is shown or logged.
+    `where` says where the figure comes from; `on_raise(flops)` keeps a
+    raised figure (the CPU's machine profile)."""
+
+    def __init__(self, flops, where, log=print, on_raise=None):
+        self.flops, self.where, self.log, self.on_raise = flops, where, log, on_raise
+        self.raised = False
+
+    def utilization(self, flops_per_token, tokens_per_sec, world_size=1):
+        """MFU as a fraction of the peak of all `world_size` ranks; an
+        achieved rate above the peak becomes the peak (said once per run)."""
+        achieved = flops_per_token * tokens_per_sec / world_size
+        if achieved > self.flops:
+            if not self.raised:
+                self.log(f"notice: this run achieves {achieved / 1e9:.3g} GFLOP/s, above the peak of "
+                         f"{self.flops / 1e9:.3g} GFLOP/s {self.where}: that is the peak from now on")
+                self.raised = True
+            self.flops = achieved
+            if self.on_raise:
+                self.on_raise(achieved)
+        return model_flops_utilization(flops_per_token, tokens_per_sec, self.flops, world_size)
+
+
+def mfu_peak(device, dtype_name, cpu_flops, log=print):
+    """The Peak of MFU on `device`, or None where it is unknown: on CPU the
+    higher of the fastest library in `cpu_flops` and the highest rate this
+    machine ever achieved (gpt2/cpu/machine_profile.py)."""
+    flops = peak_flops(device, dtype_name, cpu_flops)
+    if not flops:
+        return None
     if device.type == "cpu":
-        from gpt2.cpu.machine_profile import cache_path  # the peak's cache
+        from gpt2.cpu import machine_profile
 
-        fix = f"remove {cache_path()} to measure it again, on an idle machine"
-    else:
-        fix = "its entry in GPU_PEAK_FLOPS (gpt2/run/mfu.py) is too low"
-    return (
-        f"warning: MFU {mfu * 100:.0f}% is above 100%: the peak of {peak / 1e9:.3g} GFLOP/s it divides by "
-        f"is underestimated; {fix}"
-    )
-
-
-class MfuMeter:
-    """The MFU of each log interval against one peak (rank 0's); an MFU
-    above 100% prints above_peak_warning once."""
-
-    def __init__(self, peak, device, world_size):
-        self.peak, self.device, self.world_size = peak, device, world_size
-        self.warned = False
-
-    def utilization(self, flops_per_token, tokens_per_sec, log):
-        mfu = model_flops_utilization(flops_per_token, tokens_per_sec, self.peak, self.world_size)
-        if mfu > 1.0 and not self.warned:  # only an underestimated peak does that: say so, once
-            self.warned = True
-            log(above_peak_warning(mfu, self.peak, self.device))
-        return mfu
-
-
-def mfu_meter(device, dtype_name, cpu_flops, world_size):
-    """The run's MfuMeter, or None where the peak is unknown."""
-    peak = peak_flops(device, dtype_name, cpu_flops)
-    return MfuMeter(peak, device, world_size) if peak else None
+        flops = max(flops, machine_profile.kept_peak())
+        return Peak(flops, machine_profile.where(), log, lambda f: machine_profile.raise_peak(f, log))
+    where = f"of the data sheet for {torch.cuda.get_device_name(device)} (its GPU_PEAK_FLOPS entry, gpt2/run/mfu.py)"
+    return Peak(flops, where, log)
