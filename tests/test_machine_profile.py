@@ -16,7 +16,8 @@ from train_support import TINY, shakespeare_flags
 from gpt2.cpu import matmul as cpu_matmul
 from gpt2.cpu import machine_profile
 from gpt2.run.checkpoint import load_checkpoint
-from gpt2.run.mfu import Peak, cpu_matmul_flops, model_flops_utilization
+from gpt2.cpu.peak import cpu_matmul_flops
+from gpt2.run.mfu import Peak, model_flops_utilization
 from gpt2.train import main
 
 IDLE = {"blas": 100e9, "onednn": 200e9}

@@ -37,7 +37,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    store: object = None  # torchrun's key-value store, for from_main (None without DDP)
+    store: dist.Store | None = None  # torchrun's key-value store, for from_main (None without DDP)
 
     @property
     def enabled(self):

@@ -2,9 +2,9 @@
 
 nanoGPT divides by an A100's 312 TFLOP/s whatever the hardware; here the peak
 comes from the GPU's name (dense tensor-core numbers from the vendors' data
-sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply in
-every library available (gpt2/cpu/matmul.py), the best of several rounds,
-once per machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
+sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply
+on every CPU path (gpt2/cpu/peak.py), the best of several rounds, once per
+machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
 MFU is achieved over peak, so it never exceeds 100%: a run achieving more
 than the peak shows the peak was underestimated, and Peak.utilization
 raises it to what was achieved (saying so once; on CPU the raised peak is
@@ -14,11 +14,9 @@ wrong one.
 """
 
 import re
-import time
 
 import torch
 
-from gpt2.cpu import matmul as cpu_matmul
 
 
 def _peaks(bf16, tf32, fp16=None):
@@ -79,11 +77,6 @@ GPU_PEAK_FLOPS = (
     ("T4", _peaks(bf16=None, fp16=65e12, tf32=8.1e12)),
 )
 
-# Side of the square matrices timed on CPU: 2 * 1024^3 = 2.1 GFLOP per
-# multiply, long enough to time, short enough for a laptop.
-_CPU_MATMUL_SIZE = 1024
-
-
 def _words(name):
     return re.split(r"[\s_-]+", name.strip().upper())
 
@@ -109,45 +102,10 @@ def gpu_peak_flops(device_name, dtype_name):
     return None
 
 
-def measure_matmul_flops(seconds=0.3, size=_CPU_MATMUL_SIZE, backend="blas"):
-    """Best FLOP/s of a float32 (size x size) product on CPU over about
-    `seconds`, all threads torch uses, through `backend` (gpt2/cpu/matmul.py)."""
-    # A private generator: measuring must not move the global RNG, which a
-    # resumed run restores to continue exactly where it stopped.
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator)
-    b = torch.randn(size, size, generator=generator)
-    multiply = cpu_matmul.product(backend)
-    multiply(a, b)  # warm-up: thread pool, kernel choice
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        multiply(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def cpu_matmul_flops(seconds=0.1, size=_CPU_MATMUL_SIZE, rounds=5, measure=measure_matmul_flops):
-    """{backend: FLOP/s} of every float32 matrix-multiply library this
-    PyTorch can use on CPU: torch.mm's BLAS, and oneDNN where available.
-    Each is the best of `rounds` measurements of `seconds`, the libraries
-    taking turns (as `make bench` repeats its timings), so a burst of work
-    from another process lowers some rounds, not the result: a peak taken
-    from one short window on a busy machine read low, and MFU over 100%.
-    (gpt2/cpu/machine_profile.py keeps the result, so this runs once per machine.)"""
-    backends = ("blas", "onednn") if cpu_matmul.available() else ("blas",)
-    best = dict.fromkeys(backends, 0.0)
-    for _ in range(rounds):
-        for backend in backends:
-            best[backend] = max(best[backend], measure(seconds, size, backend))
-    return best
-
-
 def peak_flops(device, dtype_name, cpu_flops):
     """Peak FLOP/s for MFU on `device` (a torch.device), or None if unknown.
-    On CPU the float32 rate of the fastest library in `cpu_flops` (as
-    cpu_matmul_flops returns), whichever the run uses: the peak of the
+    On CPU the float32 rate of the fastest path in `cpu_flops` (as
+    gpt2/cpu/peak.py cpu_matmul_flops returns), whichever the run uses: the peak of the
     machine, not of the code path.  Always float32: CPUs
     without native bfloat16/float16 multiply those far slower, which would
     make a low-precision MFU look better than float32 while the run is
@@ -191,7 +149,7 @@ class Peak:
 
 def mfu_peak(device, dtype_name, cpu_flops, log=print):
     """The Peak of MFU on `device`, or None where it is unknown: on CPU the
-    higher of the fastest library in `cpu_flops` and the highest rate this
+    higher of the fastest path in `cpu_flops` and the highest rate this
     machine ever achieved (gpt2/cpu/machine_profile.py)."""
     flops = peak_flops(device, dtype_name, cpu_flops)
     if not flops:
