@@ -9,6 +9,7 @@ Nothing here tokenizes or writes token files; gpt2/data/prepare.py does.
 import hashlib
 import http.client
 import json
+import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,14 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 # better reported than waited on.
 DOWNLOAD_TIMEOUT_S = 30
 INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where tests and tools look for Tiny Shakespeare's input.txt, in order:
+# $GPT2LAB_SHAKESPEARE, what `make train` downloaded (DATA_DIR=data), then the
+# copy beside the repository that CI reads.
+SHAKESPEARE_ENV = "GPT2LAB_SHAKESPEARE"
+SHAKESPEARE_IN_REPO = Path("data") / "shakespeare" / "input.txt"
+SHAKESPEARE_SHARED = Path("..") / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 class DataError(UserError):
@@ -174,25 +183,57 @@ def open_local_file(path, sha256):
 # Remote sources
 
 
-def download(url, dest):
+def download(url, dest, hint=None):
     """Fetch url into dest atomically (lib/atomic.py): an interrupted
-    download never looks like a finished one."""
+    download never looks like a finished one.  `hint`: how to do without
+    the network (default: pass --input)."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
         write_bytes_atomically(dest, data)
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
         reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None
+        raise DataError(f"cannot download {url} ({reason}); {hint or INPUT_HINT + ' with a local copy'}") from None
+
+
+def _shown(path):
+    """path relative to the working directory when it is below it (data/shakespeare/input.txt)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def open_url_text(spec, folder):
     path = folder / spec.filename
     if not path.is_file():  # written atomically, so present means complete
         folder.mkdir(parents=True, exist_ok=True)
-        download(spec.url, path)
+        download(spec.url, path, f"offline, put the file at {_shown(path)}, or set DATA_INPUT "
+                                     "(--input FILE; train.py: --data-input FILE)")
     data = path.read_bytes()
     return TextSource(spec.url, hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+
+
+def find_shakespeare(repo_root=REPO_ROOT, url=SHAKESPEARE_URL):
+    """The path of Tiny Shakespeare's input.txt for tests and tools:
+    $GPT2LAB_SHAKESPEARE, else <repo>/data/shakespeare/input.txt (what `make
+    train` downloads), else <repo>/../shared/data/tinyshakespeare/input.txt;
+    with none of them, downloaded once to <repo>/data/shakespeare/input.txt.
+    Offline: DataError, one line saying where to put the file."""
+    repo_root = Path(repo_root)
+    in_repo = repo_root / SHAKESPEARE_IN_REPO
+    named = os.environ.get(SHAKESPEARE_ENV)
+    if named:
+        if not Path(named).expanduser().is_file():
+            raise DataError(f"{SHAKESPEARE_ENV}={named}: no such file; point it at Tiny Shakespeare's input.txt "
+                            f"or unset it to use {in_repo}")
+        return Path(named).expanduser().resolve()
+    for path in (in_repo, repo_root / SHAKESPEARE_SHARED):
+        if path.is_file():
+            return path.resolve()
+    in_repo.parent.mkdir(parents=True, exist_ok=True)
+    download(url, in_repo, f"offline, put Tiny Shakespeare's input.txt at {in_repo} (or set {SHAKESPEARE_ENV}=FILE)")
+    return in_repo.resolve()
 
 
 def _hub_texts(spec):
