@@ -183,7 +183,7 @@ def owners(text):
     (&&, ;, |): the flags after each of our commands belong to it; flags
     before one, on a foreign command's segment, to that command; with no
     command at all, (text, None): any parser."""
-    text = re.sub(r"""\b[A-Z_]+=(["']).*?\1""", "", text)  # VAR="..." values (TORCH_SPEC) are no flags
+    text = re.sub(r"""\b(?!ARGS=)[A-Z_]+=(["']).*?\1""", "", text)  # VAR="..." (TORCH_SPEC) holds no flags of ours
     return [piece for segment in re.split(r"\s(?:&&|\|\||;|\|)\s|;\s", text) for piece in _owners(segment)]
 
 
