@@ -55,7 +55,7 @@ SCRIPT_MODULES = ["scripts.bench.bench", "scripts.bench.step", "scripts.configur
 # has is theirs when the line names one of them.
 FOREIGN = re.compile(r"(?:^|\s)(?:pip3?|torchrun|srun|sbatch|#SBATCH|git|curl|apt-get|trackio|wandb|docker|"
                      r"kconfig-\w+|uv|pytest|-m pytest)(?=\s|$)")
-FOREIGN_PROSE = re.compile(r"\b(pip|torchrun|SLURM|sbatch|srun|wandb|W&B|trackio|Trackio|kconfig-\w+)\b")
+FOREIGN_PROSE = re.compile(r"\b(pip|torchrun|SLURM|sbatch|srun|wandb sync|trackio show|kconfig-\w+)\b")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
