@@ -63,3 +63,20 @@ def test_offline_says_where_to_put_the_file(clone, monkeypatch):
     assert "\n" not in message and message.startswith("cannot download")
     assert f"put Tiny Shakespeare's input.txt at {clone}/data/shakespeare/input.txt" in message
     assert not (clone / "data" / "shakespeare" / "input.txt").exists()
+
+
+def test_make_train_offline_names_the_datasets_folder(tmp_path, monkeypatch):
+    """What a fresh clone with no corpus and no network prints: the folder
+    `make train` reads (not the sibling one a preparation fills)."""
+    from gpt2.data.prepare import ensure_prepared
+
+    def no_network(url, timeout):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(DataError) as err:
+        ensure_prepared("shakespeare", tmp_path / "data", log=lambda *a: None)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"offline, put the file at {tmp_path}/data/shakespeare/input.txt, or set DATA_INPUT" in message
+    assert not (tmp_path / "data").exists()
