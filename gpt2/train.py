@@ -46,7 +46,7 @@ from gpt2.run.preemption import StopSignals, StoppedBySignal, signal_name
 from gpt2.configs import RunConfig
 from gpt2.run.precision import model_config_dict, resolve_precision
 from gpt2.run.setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
-from gpt2.run.schedule import learning_rate
+from gpt2.run.schedule import build_schedule
 from lib.atomic import write_text_atomically
 from lib.pruning import sparsity
 from lib.errors import UserError
@@ -270,14 +270,9 @@ def loop(run):
     losses = evaluate(run) if run.iter_num == 0 or done else None
     interval_start, interval_iters = time.time(), 0
     compiling = run.precision.compile  # the session's first step builds the training graph
+    schedule = build_schedule(training)
     while not done:
-        lr = learning_rate(
-            run.iter_num,
-            max_lr=training.learning_rate,
-            min_lr=training.min_lr,
-            warmup_iters=training.warmup_iters,
-            decay_iters=training.decay_iters,
-        )
+        lr = schedule(run.iter_num)
         loss = train_step(run, lr)
         run.iter_num += 1
         interval_iters += 1
