@@ -48,7 +48,7 @@ from gpt2.run.precision import model_config_dict, resolve_precision
 from gpt2.run.setup import matmul_name, matmul_path, open_run_trackers, plain_flags, resume_rng, setup
 from gpt2.run.schedule import build_schedule
 from lib.atomic import write_text_atomically
-from lib.pruning import sparsity
+from lib.pruning import layer_sparsity, save_masks, sparsity
 from lib.errors import UserError
 
 
@@ -175,10 +175,13 @@ def evaluate(run):
         is_best = losses["val"] < run.best_val_loss
         run.best_val_loss = min(run.best_val_loss, losses["val"])
         save_checkpoint(run.cfg.training.out_dir, checkpoint_state(run, rng_states), is_best)
+        save_masks(run.cfg.training.out_dir, run.pruner, run.iter_num)  # masks.pt, one bit per weight
         line += f" | best {run.best_val_loss:.4f}"
     # exp() overflows a float past 709; a loss that high is noise anyway.
     perplexity = math.exp(min(losses["val"], 700.0))
-    run.trackers.log({"val/loss": losses["val"], "val/perplexity": perplexity}, step=run.iter_num)
+    metrics = {"val/loss": losses["val"], "val/perplexity": perplexity}
+    metrics.update(layer_sparsity(run.pruner))  # sparsity/<layer>, when pruning
+    run.trackers.log(metrics, step=run.iter_num)
     run.log(line)
     if run.sampler and run.sampler.due(run.iter_num, last=run.iter_num >= run.cfg.training.max_iters):
         text = run.sampler.sample(run.raw_model, run.device)

@@ -4,7 +4,9 @@ A method is a module lib/pruning/<name>.py, <name> being its
 --pruning-method value, exposing its pruner class as PRUNER:
 PRUNER(model, optimizer, schedule) with step(iter_num, observe=True)
 (observe=False after a step a gradient scaler skipped for inf/NaN gradients),
-current_target(iter_num), state_dict() and load_state_dict().  Its entry
+current_target(iter_num), state_dict(), load_state_dict() and `weights`,
+{name: tensor} of what it prunes ({} for none), which layer_sparsity() and
+save_masks() (lib/pruning/_masks.py) read at every eval.  Its entry
 PRUNING_<NAME> goes in lib/pruning/Kconfig.  Nothing else lists the methods:
 modules are found with pkgutil (names starting with "_" are the shared
 parts) and imported when first asked for.
@@ -53,11 +55,16 @@ import sys
 from dataclasses import dataclass
 
 from lib.plugins import from_flags, module_names, part_module
+from lib.pruning._masks import MASKS_FILE, layer_sparsity, load_masks, save_masks
 from lib.pruning._schedule import RAMPS, PruningSchedule
 from lib.pruning._weights import prunable_weights, sparsity
 
 __all__ = [
+    "MASKS_FILE",
     "PruningConfig",
+    "layer_sparsity",
+    "load_masks",
+    "save_masks",
     "build_pruner",
     "prunable_weights",
     "pruner_class",
