@@ -25,7 +25,8 @@ from lib.pruning._base import keep_mask
 
 VOCAB, DIM = 32, 16
 # 3 does not divide 20
-SCHEDULE = dict(target_sparsity=0.7, pruning_warmup=5, pruning_ramp_iters=20, pruning_interval=3)
+SCHEDULE = dict(target_sparsity=0.7, pruning_warmup=5, pruning_ramp_iters=20, pruning_interval=3,
+                pruning_schedule="zhu-gupta", pruning_layer_adaptive=False)
 END = 5 + 20
 # method -> optimizer it runs with ("state" needs adamwprune)
 METHODS = {"magnitude": "adamw", "movement": "adamw", "state": "adamwprune"}
@@ -67,11 +68,12 @@ def make_task():
     return tokens, (tokens * 3 + 1) % VOCAB
 
 
-def make_optimizer(name, model):
+def make_optimizer(name, model, variant="fisher"):
     settings = OptimizerConfig(
         optimizer=name, learning_rate=3e-3, weight_decay=0.1, beta1=0.9, beta2=0.95
     )
-    knobs = dict(sgd_momentum=0.0, spam_interval=0, spam_warmup=0, spam_theta=5000.0)
+    knobs = dict(sgd_momentum=0.0, spam_interval=0, spam_warmup=0, spam_theta=5000.0, adamwprune_variant=variant,
+                 muon_lr=0.02, muon_momentum=0.95)
     return build_optimizer(model, settings, optimizer_config(name, knobs))
 
 
