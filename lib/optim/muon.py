@@ -8,7 +8,8 @@ X <- a X + (b A + c A^2) X, A = X X^T, (a, b, c) = (3.4445, -4.7750, 2.0315),
 in bfloat16 on X = G / (||G||_F + 1e-7) (transposed so X X^T is the
 smaller Gram matrix).  Those coefficients maximise the slope at zero rather
 than converge, so S' lands in about [0.7, 1.2] instead of exactly 1, which
-the source found does not hurt.  Each update is scaled by
+the source found does not hurt (singular values far below the largest, as a
+random square matrix has, rise less in five steps).  Each update is scaled by
 sqrt(max(1, rows / cols)) (modded-nanogpt's later records, and the muon
 package) and applied as p -= lr_muon * scale * O, with decoupled weight
 decay p *= 1 - lr_muon * weight_decay.  A fused QKV matrix (rows = 3 x cols,
