@@ -7,7 +7,7 @@ construction with messages that name the flags:
   ModelConfig     gpt2/Kconfig "Model"        -> GPTConfig (gpt2/model/gpt.py)
   DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/data/prepare.py
   TrainingConfig  gpt2/Kconfig "Training"     -> gpt2/train.py's loop
-  SystemConfig    gpt2/Kconfig "System"       -> device, precision, matmuls
+  SystemConfig    gpt2/Kconfig "System"       -> device, precision, the CPU path
   SamplingConfig  gpt2/Kconfig "Sampling"     -> gpt2/run/samples.py
   HealthConfig    gpt2/Kconfig "Run health"   -> gpt2/run/health.py
   OptimizerConfig lib/optim/Kconfig           -> lib/optim/ (+ the optimizer's own Config)
@@ -21,15 +21,16 @@ field is a flag and every flag is a field, so an option that reaches no code
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from gpt2.data.sources import DATASETS
+from gpt2.data.tokenizer import N_VOCAB
 from gpt2.errors import UsageError
 from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
-from lib.plugins import from_flags
+from lib.plugins import PluginConfig, from_flags
 from lib.pruning import PruningConfig
 from lib.trackers import TrackerError, TrackingConfig
 
@@ -47,7 +48,8 @@ def _user_error(build, *args):
 @dataclass(frozen=True)
 class ModelConfig:
     """--model (a published size, or custom for --n-layer/--n-head/--n-embd),
-    --block-size, --dropout, --bias."""
+    --block-size, --dropout, --bias, and --init-from: the weights to start
+    from (gpt2/model/pretrained.py; empty: random)."""
 
     model: str
     n_layer: int
@@ -56,6 +58,7 @@ class ModelConfig:
     block_size: int
     dropout: float
     bias: bool
+    init_from: str
 
     def __post_init__(self):
         if self.model != CUSTOM and self.model not in MODEL_SIZES:
@@ -81,7 +84,10 @@ class ModelConfig:
     def gpt_config(self):
         """The network's shape for gpt2/model/gpt.py."""
         try:
-            return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **self.shape())
+            # Pretrained weights keep GPT-2's 50,257 rows (gpt2/model/hf_format.py).
+            vocab = {"vocab_size": N_VOCAB} if self.init_from else {}
+            return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **vocab,
+                             **self.shape())
         except ValueError as err:
             raise UsageError(f"--model {self.model}: {err}") from None
 
@@ -110,7 +116,6 @@ class TrainingConfig:
     gradient_accumulation_steps: int
     max_iters: int
     max_time: int
-    learning_rate: float
     min_lr: float
     warmup_iters: int
     lr_decay_iters: int
@@ -125,8 +130,13 @@ class TrainingConfig:
     out_dir: str
     resume: bool
     json_output: str
+    # The schedule's peak: LEARNING_RATE, whose one field is OptimizerConfig's
+    # (lib/optim, where it is validated); RunConfig.from_flags copies it here.
+    learning_rate: float = field(default=None, metadata={"derived": True})
 
     def __post_init__(self):
+        if self.learning_rate is None:
+            raise TypeError("TrainingConfig needs learning_rate: build it with RunConfig.from_flags")
         if self.min_lr > self.learning_rate:
             raise UsageError(
                 f"--min-lr {self.min_lr:g} is above --learning-rate {self.learning_rate:g}; "
@@ -212,7 +222,7 @@ class RunConfig:
     training: TrainingConfig
     system: SystemConfig
     optimizer: OptimizerConfig
-    optimizer_own: object  # the Config of the selected optimizer's module (lib/optim/<name>.py)
+    optimizer_own: PluginConfig  # the Config of the selected optimizer's module (lib/optim/<name>.py)
     pruning: PruningConfig
     tracking: TrackingConfig
     sampling: SamplingConfig
@@ -226,7 +236,7 @@ class RunConfig:
         return cls(
             model=from_flags(ModelConfig, flags),
             data=from_flags(DataConfig, flags),
-            training=from_flags(TrainingConfig, flags),
+            training=from_flags(TrainingConfig, flags, learning_rate=optimizer.learning_rate),
             system=from_flags(SystemConfig, flags),
             optimizer=optimizer,
             optimizer_own=_user_error(from_flags, own_class, flags),

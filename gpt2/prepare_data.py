@@ -2,8 +2,12 @@
 (the work itself: gpt2/data/prepare.py).
 
     python gpt2/prepare_data.py --dataset shakespeare
-    python gpt2/prepare_data.py --dataset shakespeare --input input.txt
-    python gpt2/prepare_data.py --dataset finewebedu --max-tokens 10000000
+    python gpt2/prepare_data.py --dataset shakespeare --data-input input.txt   # or --input
+    python gpt2/prepare_data.py --dataset finewebedu --data-max-tokens 10000000  # or --max-tokens
+    python gpt2/prepare_data.py --config .config      # the dataset and data options of .config
+
+Flags are the "Dataset" menu of gpt2/Kconfig, named as for train.py
+(gpt2/cli.py); defaults come from Kconfig, or from --config's file.
 """
 
 # Run as a file, Python puts gpt2/ first on sys.path, where its folders
@@ -16,46 +20,33 @@ if __name__ == "__main__" and not __package__:
     _options = sys.orig_argv[1 : len(sys.orig_argv) - len(sys.argv)]
     os.execv(sys.executable, [sys.executable, *_options, "-m", "gpt2.prepare_data", *sys.argv[1:]])
 
-import argparse
 import sys
 
-from gpt2.data.prepare import DATASETS, DataError, _count, ensure_prepared
+from gpt2.cli import Tool
+from gpt2.data.prepare import _count, ensure_prepared
+from lib.errors import UserError
 
 
-def build_parser():
-    """The command line; --data-dir and --max-tokens default to Kconfig's
-    DATA_DIR and DATA_MAX_TOKENS, as for train.py."""
-    from lib.kconfig import default_value, load_tree  # Kconfig holds the defaults
-
-    syms = load_tree().syms
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset to prepare")
-    parser.add_argument(
-        "--data-dir",
-        default=default_value(syms["DATA_DIR"]),
-        help="folder holding one subfolder per dataset (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--input", metavar="FILE", help="local .txt, .jsonl or .parquet file to use instead of downloading"
-    )
-    parser.add_argument(
-        "--max-tokens",
-        type=_count(0),
-        default=default_value(syms["DATA_MAX_TOKENS"]),
-        help="stop a .jsonl/.parquet/hub document stream after this many tokens; "
-        "0: no cap (default: %(default)s)",
-    )
+def _own_flags(parser):
     parser.add_argument("--workers", type=_count(1), default=None, help="CPUs to tokenize on (default: all)")
-    return parser
+
+
+# The "Dataset" menu of gpt2/Kconfig, as for train.py: --dataset, --data-dir,
+# --data-input (also --input), --data-max-tokens (also --max-tokens).
+TOOL = Tool("gpt2/prepare_data.py", __doc__, menus=("Dataset",), extra=_own_flags)
+
+
+def build_parser(kconf=None):
+    """The command line (gpt2/cli.py): the Dataset menu's options and --workers."""
+    return TOOL.parser(kconf)
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = TOOL.parse_args(argv)
     try:
-        ensure_prepared(args.dataset, args.data_dir, args.input, args.max_tokens, num_workers=args.workers)
-    except DataError as exc:
+        ensure_prepared(args.dataset, args.data_dir, args.data_input or None, args.data_max_tokens,
+                        num_workers=args.workers)
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

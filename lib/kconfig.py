@@ -34,8 +34,8 @@ TOP_KCONFIG = REPO_ROOT / "Kconfig"
 # int(s, 0) would reject).
 INT_BASES = {INT: 10, HEX: 16}
 
-# Python type of each Kconfig type (floats are strings declared as floats).
-PYTHON_TYPES = {BOOL: bool, INT: int, HEX: int, STRING: str}
+# Python type of each kind of option (kind() below).
+PYTHON_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 # The float declaration in a string option's help: "A float in [0, 1)".
 FLOAT_RANGE = re.compile(r"\bA float in ([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])")
@@ -189,14 +189,52 @@ def is_float(sym):
     return float_range(sym) is not None
 
 
+def kind(sym):
+    """The one switch on an option's type: "bool", "int" (Kconfig int or
+    hex), "float" (a string declared "A float in [low, high)") or "str".
+    Everything that types a value (parse_value, python_type, lib/options.py's
+    flags, scripts/genconfig.py's config.py) goes through it."""
+    if sym.orig_type is BOOL:
+        return "bool"
+    if sym.orig_type in INT_BASES:
+        return "int"
+    return "float" if is_float(sym) else "str"
+
+
+def python_type(sym):
+    """The Python type of the symbol's values: bool, int, float or str."""
+    return PYTHON_TYPES[kind(sym)]
+
+
+def parse_value(sym, text):
+    """The typed value of `text`, the symbol's value as .config or a command
+    line spells it ("y", "12", "0x1f", "1e-3", any string); ints and floats
+    are range-checked.  ConfigError, one line, when it is not valid."""
+    what = kind(sym)
+    if what == "bool":
+        if text not in ("y", "n"):
+            raise ConfigError(f"{sym.name}={text!r} is not a bool; use y or n")
+        return text == "y"
+    if what == "float":
+        return parse_float(sym, text)
+    if what == "str":
+        return text
+    try:
+        value = int(text, INT_BASES[sym.orig_type])
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an integer") from None
+    bounds = int_range(sym)
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{value} is outside [{bounds[0]}, {bounds[1]}]")
+    return value
+
+
 def typed_value(sym):
     """The symbol's current value as a Python value, None if its
     dependencies are unmet.  Floats are range-checked."""
     if not dependencies_met(sym):
         return None
-    if sym.orig_type is BOOL:
-        return sym.tri_value == 2
-    return _typed(sym, sym.str_value)
+    return parse_value(sym, "y" if sym.orig_type is BOOL and sym.tri_value == 2 else sym.str_value)
 
 
 def default_value(sym):
@@ -211,7 +249,8 @@ def default_value(sym):
         return typed_value(sym)
     for value, cond in sym.orig_defaults:
         if expr_value(cond):
-            return expr_value(value) == 2 if sym.orig_type is BOOL else _typed(sym, value.str_value)
+            text = ("y" if expr_value(value) == 2 else "n") if sym.orig_type is BOOL else value.str_value
+            return parse_value(sym, text)
     return False if sym.orig_type is BOOL else None
 
 
@@ -248,20 +287,6 @@ def menu_title(item):
     while node is not None and node.item is not MENU:
         node = node.parent
     return node.prompt[0] if node is not None and node.prompt else "Top level"
-
-
-def python_type(sym):
-    """The Python type of the symbol's values: bool, int, float or str."""
-    return float if is_float(sym) else PYTHON_TYPES[sym.orig_type]
-
-
-def _typed(sym, text):
-    """Convert a string value of `sym` (never a bool) to its Python type."""
-    if sym.orig_type in INT_BASES:
-        return int(text, INT_BASES[sym.orig_type])
-    if is_float(sym):
-        return parse_float(sym, text)
-    return text
 
 
 def _evaluate_all(kconf):

@@ -15,11 +15,15 @@ with Kconfig's default, range and prompt, grouped under its menu's title:
 
 Two more help-text conventions: "Also --momentum." adds another name for the
 flag, and "Not a train.py flag" marks an option that only make's scripts
-read (NPROC_PER_NODE for scripts/launch.py, TRACKIO_PORT for the dashboard).
+read (NPROC_PER_NODE for scripts/launch.py, TRACKIO_PORT for the dashboard)
+or another entry point (SAMPLE_NUM_SAMPLES for gpt2/sample.py).
 
-gpt2/cli.py builds train.py's parser from these, scripts/genconfig.py writes
-.config's values with them into build/train.args, and tests/test_options.py
-checks that every option reaches the code that reads it.
+Scalar values are typed by lib/kconfig.py's kind() and parse_value() (the one
+switch on an option's type); choices and lists here.  gpt2/cli.py builds
+every entry point's parser from these (train.py, sample.py, prepare_data.py:
+the same option, the same flag), scripts/genconfig.py writes .config's values
+with them into build/train.args, and tests/test_options.py checks that every
+option reaches the code that reads it.
 """
 
 import re
@@ -27,8 +31,7 @@ from dataclasses import dataclass
 
 from kconfiglib import BOOL, Choice, Symbol
 
-from lib.kconfig import (INT_BASES, ConfigError, default_value, help_text, int_range, is_float, menu_title,
-                         one_line, parse_float, typed_value)
+from lib.kconfig import ConfigError, default_value, help_text, kind, menu_title, one_line, parse_value, typed_value
 from lib.kconfig_derived import (LIST_NONE, choice_members, choice_value, has_prompt, is_list, list_members,
                                  list_value)
 
@@ -126,26 +129,18 @@ def train_options(kconf):
 
 def _option(kconf, item):
     if isinstance(item, Choice):
-        kind, values = "choice", tuple(choice_members(item))
+        what, values = "choice", tuple(choice_members(item))
     elif is_list(kconf, item):
-        kind, values = "list", tuple(list_members(kconf, item))
+        what, values = "list", tuple(list_members(kconf, item))
     elif has_prompt(item) and item.choice is None and not _is_list_member(kconf, item):
-        kind, values = _scalar_kind(item), ()
+        what, values = kind(item), ()
     else:
         return None
     text = one_line(help_text(item))
     prompt = next((node.prompt[0] for node in item.nodes if node.prompt), None) or item.name
-    return Option(item=item, kind=kind, group=menu_title(item), prompt=prompt,
+    return Option(item=item, kind=what, group=menu_title(item), prompt=prompt,
                   aliases=tuple(ALIAS.findall(text)), train_flag=not NOT_A_FLAG.search(text),
                   values=values)
-
-
-def _scalar_kind(sym):
-    if sym.orig_type is BOOL:
-        return "bool"
-    if sym.orig_type in INT_BASES:
-        return "int"
-    return "float" if is_float(sym) else "str"
 
 
 def _is_list_member(kconf, sym):
@@ -159,21 +154,12 @@ def _is_list_member(kconf, sym):
     return False
 
 
-def _parse_int(option, text):
-    sym = option.item
+def _parse_scalar(option, text):
+    """bool, int, float, str: lib/kconfig.parse_value, the one type switch."""
+    if option.kind == "bool":
+        return text  # argparse's BooleanOptionalAction parses nothing
     try:
-        value = int(text, INT_BASES[sym.orig_type])
-    except ValueError:
-        raise ValueError(f"{text!r} is not an integer") from None
-    bounds = int_range(sym)
-    if bounds and not bounds[0] <= value <= bounds[1]:
-        raise ValueError(f"{value} is outside [{bounds[0]}, {bounds[1]}]")
-    return value
-
-
-def _parse_float(option, text):
-    try:
-        return parse_float(option.item, text)
+        return parse_value(option.item, text)
     except ConfigError as err:
         raise ValueError(str(err)) from None
 
@@ -198,12 +184,5 @@ def _parse_list(option, text):
     return ",".join(value for value in option.values if value in names)
 
 
-_PARSERS = {
-    "bool": lambda option, text: text,  # argparse's BooleanOptionalAction parses nothing
-    "int": _parse_int,
-    "float": _parse_float,
-    "str": lambda option, text: text,
-    "choice": _parse_choice,
-    "list": _parse_list,
-}
-
+_PARSERS = {"bool": _parse_scalar, "int": _parse_scalar, "float": _parse_scalar, "str": _parse_scalar,
+            "choice": _parse_choice, "list": _parse_list}

@@ -12,6 +12,7 @@ part's config is a frozen dataclass whose fields are named after its flags
 import dataclasses
 import importlib
 import pkgutil
+from typing import ClassVar, Protocol
 
 
 def module_names(package, suffix=""):
@@ -30,9 +31,17 @@ def part_module(package, name, flag, suffix=""):
     return importlib.import_module(f"{package.__name__}.{name}{suffix}")
 
 
-def from_flags(cls, flags):
+class PluginConfig(Protocol):
+    """The typed config of one plug-in (e.g. lib/optim/<name>.py's Config):
+    a dataclass of its own options."""
+
+    __dataclass_fields__: ClassVar[dict]
+
+
+def from_flags(cls, flags, **derived):
     """An instance of the dataclass `cls` whose fields take the values of the
     parsed flags of the same names (`flags`: a dict, e.g. vars(args)).
-    Fields marked `metadata={"derived": True}` are left to the class."""
+    Fields marked `metadata={"derived": True}` are left to the class, or
+    given as keywords (`derived`): a value another config owns."""
     return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)
-                  if not field.metadata.get("derived")})
+                  if not field.metadata.get("derived")}, **derived)

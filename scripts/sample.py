@@ -1,13 +1,14 @@
-"""`make sample`: gpt2/sample.py with the Sampling options of .config as its
-defaults (gpt2/sample.py FLAGS: SAMPLE_PROMPT,
-SAMPLE_NUM_SAMPLES, ...), then the flags given.
+"""`make sample`: gpt2/sample.py with .config as its defaults (`--config`,
+read strictly through kconfiglib: the Sampling options, DEVICE, and OUT_DIR,
+whose best.pt is the checkpoint), then the flags given.
 
-    make sample                          # out/best.pt
+    make sample                          # OUT_DIR/best.pt of .config (out/best.pt by default)
     make sample CKPT=out/ckpt.pt ARGS="--prompt ROMEO: --temperature 0"
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 from gpt2 import sample
 
@@ -15,9 +16,10 @@ from gpt2 import sample
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=".config", help="the .config to take defaults from (if it exists)")
-    parser.add_argument("--ckpt", default="", help="the checkpoint (empty: gpt2/sample.py's default)")
+    parser.add_argument("--ckpt", default="", help="the checkpoint (empty: OUT_DIR's best.pt)")
     args, rest = parser.parse_known_args(argv)
-    return sample.main(["--config", args.config, *(["--ckpt", args.ckpt] if args.ckpt else []), *rest])
+    config = ["--config", args.config] if Path(args.config).is_file() else []
+    return sample.main([*config, *(["--ckpt", args.ckpt] if args.ckpt else []), *rest])
 
 
 if __name__ == "__main__":

@@ -12,10 +12,19 @@ again when pyproject.toml changes:
                                            --index-url https://download.pytorch.org/whl/cu126")
   3. pip install -e .[test]
   4. touch .venv/.installed                (the stamp make checks)
+
+On an air-gapped machine (a wheelhouse/ of wheels from `make wheelhouse`,
+this python3 already holding the site's torch, TORCH_SPEC unset) nothing is
+downloaded: the venv sees the site's packages (torch included, through a .pth file), gets the
+wheelhouse's wheels with `pip install --no-index`, and the project runs from
+this folder instead of an editable install (which would want wandb and
+datasets).  docs/airgapped.md.
 """
 
+import importlib.util
 import os
 import shlex
+import site
 import subprocess
 import sys
 import venv
@@ -25,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV = REPO_ROOT / ".venv"
 STAMP = VENV / ".installed"
 DEFAULT_TORCH = "torch==2.13.0"
+WHEELHOUSE = REPO_ROOT / "wheelhouse"
 
 
 def run(argv):
@@ -35,12 +45,36 @@ def run(argv):
         sys.exit(f"error: `{shlex.join(argv)}` failed (exit {status}); fix it and rerun make")
 
 
+def airgapped():
+    """The wheelhouse's wheels when this is an air-gapped PyTorch machine, else None."""
+    wheels = sorted(WHEELHOUSE.glob("*.whl"))
+    if wheels and "TORCH_SPEC" not in os.environ and importlib.util.find_spec("torch") is not None:
+        return wheels
+    return None
+
+
+def see_site_packages(python):
+    """A .pth file in the venv naming this python3's site-packages, so the
+    venv imports the site's torch.  (system_site_packages would not do: the
+    site's python3 is often a venv itself, and that option shows only its
+    base interpreter's packages.)"""
+    folder = subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     text=True).strip()  # fmt: skip
+    Path(folder, "_site_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+
+
 def main():
     python = VENV / "bin" / "python"
+    wheels = airgapped()
     if not python.exists():
-        print(f"creating {VENV}", flush=True)
+        print(f"creating {VENV}" + (" on the site's packages (air-gapped: wheelhouse/)" if wheels else ""), flush=True)
         venv.create(VENV, with_pip=True)
     pip = [str(python), "-m", "pip", "install"]
+    if wheels:  # no torch download, no editable install: nothing leaves this machine
+        see_site_packages(python)
+        run(pip + ["--no-index", "--no-deps", *map(str, wheels)])
+        STAMP.touch()
+        return
     run(pip + shlex.split(os.environ.get("TORCH_SPEC", DEFAULT_TORCH)))
     run(pip + ["-e", f"{REPO_ROOT}[test]"])
     STAMP.touch()

@@ -23,7 +23,7 @@ class Recording(Tracker):
             raise OSError("database is locked")
         self.points.append((step, metrics))
 
-    def alert(self, title, text, level, step):
+    def alert(self, title, text, level="WARN", step=None):
         self.alerts.append((title, text, level, step))
 
     def finish(self):
@@ -58,3 +58,28 @@ def test_a_backend_failing_mid_run_is_announced_through_the_others(tmp_path, cap
     kinds = [r["kind"] for r in read_journal(tmp_path / "tracking.jsonl")]
     assert kinds == ["log", "failed", "alert", "finish"]
     assert "warning: tracker broken failed in log() at step 3" in capsys.readouterr().err
+
+
+def test_one_alert_signature_for_the_fan_out_and_every_backend():
+    """Trackers.alert and each backend's alert take the same arguments, so a
+    call written for one fits the other."""
+    import inspect
+
+    from lib.trackers import backend_names
+    from lib.trackers.registry import backend_module
+
+    signature = inspect.signature(Trackers.alert)
+    backends = [Tracker, *(module.__dict__[name] for module in map(backend_module, backend_names())
+                           for name in dir(module) if isinstance(getattr(module, name), type)
+                           and issubclass(getattr(module, name), Tracker) and getattr(module, name) is not Tracker)]
+    assert len(backends) > 2
+    for cls in backends:
+        assert inspect.signature(cls.alert) == signature, cls.__qualname__
+
+
+def test_an_alert_at_a_given_step(tmp_path, capsys):
+    backend = Recording("a")
+    trackers = Trackers([backend], journal=Journal(tmp_path), out_dir=tmp_path)
+    trackers.log({"train/loss": 2.0}, step=7)
+    trackers.alert("resumed", "from iter 3", "INFO", step=3)
+    assert backend.alerts == [("resumed", "from iter 3", "INFO", 3)]

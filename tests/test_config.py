@@ -426,3 +426,22 @@ def test_menuconfig_ends_when_its_terminal_closes(tmp_path):
             pytest.fail("menuconfig still running 15 s after its terminal closed")
         time.sleep(0.2)
     assert not (tmp_path / ".config").exists()
+
+
+@pytest.mark.parametrize("preset", ["gpt2-tiny-shakespeare", "gpt2-trackio"])
+def test_dot_config_and_the_args_file_are_one_transport(preset, tmp_path):
+    """`train.py --config .config` (what every entry point accepts) and
+    `train.py @build/train.args` (what make train, a sweep and reproduce
+    pass) give the same flags: the args file is .config's values written
+    out once, by the same lib/options.py options."""
+    configure_main(tmp_path, "defconfig", preset)
+    config = tmp_path / ".config"
+    text = config.read_text().replace("# CONFIG_OPTIMIZER_SGD is not set", "CONFIG_OPTIMIZER_SGD=y")
+    text = re.sub(r"^CONFIG_OPTIMIZER_ADAMW=y$", "# CONFIG_OPTIMIZER_ADAMW is not set", text, flags=re.MULTILINE)
+    config.write_text(re.sub(r"^CONFIG_SAMPLE_PROMPT=.*$", lambda _: 'CONFIG_SAMPLE_PROMPT="it\'s $(x)"', text,
+                             flags=re.MULTILINE))
+    genconfig.main(["--config", str(config), "--build-dir", str(tmp_path / "build")])
+    from_file = parse_args([f"@{tmp_path / 'build' / 'train.args'}"])
+    from_config = parse_args(["--config", str(config)])
+    assert vars(from_config) == vars(from_file)
+    assert from_config.optimizer == "sgd" and from_config.sample_prompt == "it's $(x)"

@@ -20,7 +20,9 @@ from gpt2.configs import RunConfig
 from gpt2.cpu.matmul import OneDNNLinear
 from gpt2.run.distributed import start
 from gpt2.run.precision import cpp_compiler, resolve_precision
-from gpt2.run.setup import plain_flags, setup
+from gpt2.run.setup import build, plain_flags
+from gpt2.run.state import TrainState
+from gpt2.run.trainer import Trainer
 from gpt2.train import main
 from scripts.gpu_check import shakespeare_parquet
 from train_support import TINY, shakespeare_flags
@@ -71,11 +73,12 @@ def assert_resumes_exactly(run, argv):
 
 
 def built_model(argv):
-    """The model setup() builds for these flags (no training)."""
+    """The model build() makes for these flags (no training)."""
     args = cli.parse_args(argv)
     cfg = RunConfig.from_flags(vars(args))
     precision = resolve_precision(cfg.system, log=lambda _: None)
-    run, _ = setup(cfg, plain_flags(args), precision, start(precision.device_type), log=lambda _: None)
+    run, _ = build(cfg, plain_flags(args), precision, start(precision.device_type), log=lambda _: None,
+                   train_args=[], trackers=False)
     return run.raw_model
 
 
@@ -198,12 +201,10 @@ def test_the_compile_step_is_left_out_of_the_first_interval():
     step is the interval, and the line before says so."""
     from types import SimpleNamespace
 
-    from gpt2.train import exclude_compile_step
-
     for interval, restarts in ((10, True), (1, False)):
         lines = []
-        run = SimpleNamespace(iter_num=1, cfg=SimpleNamespace(training=SimpleNamespace(log_interval=interval)),
-                              log=lines.append)  # fmt: skip
-        start, iters = exclude_compile_step(run, torch.tensor(1.0), interval_start=0.0, interval_iters=1)
+        run = SimpleNamespace(state=TrainState(iter_num=1), log=lines.append,
+                              cfg=SimpleNamespace(training=SimpleNamespace(log_interval=interval)))  # fmt: skip
+        start, iters = Trainer.exclude_compile_step(run, torch.tensor(1.0), interval_start=0.0, interval_iters=1)
         assert (iters, start > 0) == ((0, True) if restarts else (1, False))
         assert len(lines) == 1 and lines[0].startswith("iter 1: ") and "including torch.compile" in lines[0]

@@ -410,8 +410,17 @@ def test_cli_prepares_and_reuses(tmp_path, shakespeare_path):
     first = run_cli("--dataset", "shakespeare", "--input", shakespeare_path, "--data-dir", tmp_path)
     assert first.returncode == 0, first.stderr
     assert "301,966 train + 36,059 val tokens" in first.stdout
-    second = run_cli("--dataset", "shakespeare", "--input", shakespeare_path, "--data-dir", tmp_path)
+    # --data-input is train.py's name for the same option (--input: its alias).
+    second = run_cli("--dataset", "shakespeare", "--data-input", shakespeare_path, "--data-dir", tmp_path)
     assert second.returncode == 0 and second.stdout.startswith("using prepared data")
+
+
+def test_cli_takes_the_dataset_options_of_a_dot_config(tmp_path, shakespeare_path):
+    config = tmp_path / ".config"
+    config.write_text(f'CONFIG_DATA_DIR="{tmp_path / "d"}"\nCONFIG_DATA_INPUT="{shakespeare_path}"\n')
+    result = run_cli("--config", config)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "shakespeare" / "train.bin").is_file()
 
 
 @pytest.mark.parametrize(

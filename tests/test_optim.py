@@ -344,3 +344,15 @@ def test_spam_theta_message():
     with pytest.raises(ValueError) as error:
         optimizer_config("adamwspam", {**KNOBS, "spam_theta": -1})
     assert str(error.value) == "--spam-theta must be > 0, not -1"
+
+
+def test_spam_knobs_have_no_second_default():
+    """SPAM_INTERVAL's default lives in Kconfig only (1000); the class has
+    none that could disagree (it once said 500)."""
+    with pytest.raises(TypeError, match="reset_interval"):
+        AdamWSpam([nn.Parameter(torch.ones(2))], lr=0.1)
+    from gpt2.cli import parse_args
+
+    args = parse_args(["--optimizer", "adamwspam"])
+    optimizer = build_optimizer(make_model(), OptimizerConfig.from_flags(vars(args)), optimizer_config("adamwspam", vars(args)))
+    assert optimizer.defaults["reset_interval"] == args.spam_interval == 1000

@@ -16,8 +16,8 @@ import torch
 from tracking_support import TRAIN_METRICS, VAL_METRICS, journal_points, own_env, steps_of, trackio_rows, wandb_rows
 from train_support import TINY, shakespeare_flags
 
-import gpt2.train
 from gpt2.run.checkpoint import LATEST, load_checkpoint
+from gpt2.run.trainer import Trainer
 from gpt2.train import main
 from lib.trackers.journal import journal_path, read_journal
 
@@ -167,14 +167,14 @@ def tiny_argv(shakespeare_data, shakespeare_path, tmp_path):
 
 def signal_before_step(monkeypatch, signum, at):
     """Make train_step send `signum` to this process during step `at`."""
-    real = gpt2.train.train_step
+    real = Trainer.train_step
 
     def step(run, lr):
-        if run.iter_num + 1 == at:
+        if run.state.iter_num + 1 == at:
             os.kill(os.getpid(), signum)
         return real(run, lr)
 
-    monkeypatch.setattr(gpt2.train, "train_step", step)
+    monkeypatch.setattr(Trainer, "train_step", step)
 
 
 @pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGUSR1", 138), ("SIGINT", 130)])

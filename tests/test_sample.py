@@ -15,6 +15,7 @@ from tracking_support import REPO_ROOT, journal_points, own_env, trackio_rows
 from train_support import TINY, shakespeare_flags
 
 from gpt2 import sample
+from scripts import sample as sample_script
 from gpt2.model.generate import decode, encode_prompt, generate
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.data.tokenizer import EOT_TOKEN
@@ -127,9 +128,9 @@ def test_prompt_from_a_file(checkpoint, capsys, tmp_path):
     [
         (None, r"error: no checkpoint at \S+; train one with `make train`, or name one with --ckpt \(CKPT=\)"),
         (lambda path, good: path.write_bytes(good.read_bytes()[:3000]),
-         r"error: cannot read the checkpoint \S+ \(.*\); it is damaged or not a torch file: .*"),
+         r"error: cannot read \S+ \(.*\); it is damaged or not a torch file: .*"),
         (lambda path, good: torch.save({"state_dict": {}}, path),
-         r"error: \S+ is not a gpt2lab checkpoint \(no model and model_config\); .*"),
+         r"error: \S+ is not a gpt2lab checkpoint \(no model, model_config\); .*"),
     ],
     ids=["missing", "damaged", "foreign"],
 )
@@ -289,3 +290,77 @@ def test_loss_spike_alert(tmp_path):
     assert health.loss_spike(5.9) is None  # 1.97x the mean of ten 3.0s
     spike = health.loss_spike(7.0)
     assert re.search(r"train loss 7\.0000 is 2\.1x the mean 3\.2900 of the last 10 logged losses", spike)
+
+
+def test_a_binary_prompt_file_is_one_line(checkpoint, capsys, tmp_path):
+    binary = tmp_path / "x.bin"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    code, out, err = run_sample(capsys, "--ckpt", str(checkpoint), "--prompt", f"FILE:{binary}")
+    assert code == 1 and out == ""
+    assert re.fullmatch(r"error: --prompt FILE:\S+x\.bin: not UTF-8 text .*; give a UTF-8 text file\n", err), err
+
+
+def test_make_sample_takes_the_checkpoint_from_out_dir(checkpoint, tmp_path, capsys):
+    out_dir = tmp_path / "my-run"
+    out_dir.mkdir()
+    (out_dir / "best.pt").write_bytes(checkpoint.read_bytes())
+    config = tmp_path / ".config"
+    config.write_text(f'CONFIG_OUT_DIR="{out_dir}"\nCONFIG_SAMPLE_NUM_SAMPLES=1\nCONFIG_SAMPLE_MAX_NEW_TOKENS=3\n')
+    make = ["make", "-s", "sample", f"KCONFIG_CONFIG={config}", "ARGS=--device cpu"]
+    result = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+                            env=own_env())
+    assert result.returncode == 0, result.stderr
+    assert f"1 x 3 tokens from {out_dir / 'best.pt'} (iter 7)" in result.stderr
+    # CKPT= (scripts/sample.py --ckpt, as the recipe passes it) still wins over OUT_DIR.
+    other = tmp_path / "other.pt"
+    assert sample_script.main(["--config", str(config), "--ckpt", str(other), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: no checkpoint at {other}; train one with `make train`, or name one with --ckpt (CKPT=)\n")
+
+
+class FakeTerminal:
+    """stderr as a terminal (or a log file), and a clock that advances
+    `tick` seconds per reading."""
+
+    def __init__(self, tty, tick):
+        self.tty, self.tick, self.text, self.now = tty, tick, "", 0.0
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def clock(self):
+        self.now += self.tick
+        return self.now
+
+
+def sample_on(terminal, monkeypatch, *flags):
+    monkeypatch.setattr(sample.sys, "stderr", terminal)
+    monkeypatch.setattr(sample.time, "perf_counter", terminal.clock)
+    return sample.main(["--device", "cpu", *flags])
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_long_generation_shows_progress_without_changing_the_text(checkpoint, capsys, monkeypatch, tty):
+    flags = ("--ckpt", str(checkpoint), "--num-samples", "1", "--temperature", "1.0", "--seed", "3",
+             "--max-new-tokens", "14")
+    quick = FakeTerminal(tty, tick=0.001)  # 14 tokens in a few ms: nothing but the summary line
+    assert sample_on(quick, monkeypatch, *flags) == 0
+    quiet_text = capsys.readouterr().out
+    assert quick.text.count("\n") == 1 and quick.text.startswith("1 x 14 tokens from")
+    slow = FakeTerminal(tty, tick=1.0)  # a second per token: 14 s in all
+    assert sample_on(slow, monkeypatch, *flags) == 0
+    assert capsys.readouterr().out == quiet_text  # the same text, progress or not
+    progress = re.findall(r"sampling: (\d+)/14 tokens, ([\d,.]+) tokens/s, \d+ s left", slow.text)
+    done = [int(count) for count, _ in progress]
+    assert done and done[-1] == 14 and done == sorted(done) and done[0] <= 3  # shown after about 2 s
+    assert slow.text.endswith("tokens/s\n") and "1 x 14 tokens from" in slow.text.splitlines()[-1]
+    if tty:  # one line rewritten in place, cleared before the summary
+        assert "\r" in slow.text and slow.text.count("\n") == 1 and len(done) > 8
+    else:  # a log file: whole lines, one every 10 s and the last
+        assert "\r" not in slow.text and slow.text.count("\n") == len(done) + 1 and 2 <= len(done) <= 3

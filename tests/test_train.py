@@ -256,11 +256,27 @@ def test_batches_resume_from_their_saved_state(shakespeare_data):
 
 def test_eval_batches_are_the_same_at_every_eval(shakespeare_data):
     batches = make_batches(shakespeare_data)
-    first = [x for x, _ in batches.eval_batches("val", 2)]
+    first = [x for _, (x, _) in batches.eval_batches("val", 2)]
     batches.next_train()
-    again = [x for x, _ in batches.eval_batches("val", 2)]
+    again = [x for _, (x, _) in batches.eval_batches("val", 2)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], first[1])
+
+
+def test_each_rank_reads_only_its_own_eval_batches(shakespeare_data, monkeypatch):
+    """Rank r of 2 gets batches r, r + 2, ... of the single process's, and
+    reads no window of the others."""
+    batches = make_batches(shakespeare_data)
+    single = dict((i, x) for i, (x, _) in batches.eval_batches("val", 5))
+    reads = []
+    windows = batches._windows
+    monkeypatch.setattr(batches, "_windows", lambda tokens, offsets: reads.append(1) or windows(tokens, offsets))
+    for rank in (0, 1):
+        reads.clear()
+        mine = dict((i, x) for i, (x, _) in batches.eval_batches("val", 5, rank, 2))
+        assert sorted(mine) == [i for i in range(5) if i % 2 == rank]
+        assert all(torch.equal(mine[i], single[i]) for i in mine)
+        assert len(reads) == len(mine)
 
 
 def test_batches_refuse_a_block_longer_than_the_data(shakespeare_data):

@@ -42,7 +42,12 @@ class Batches:
 
     def _read(self, split, generator):
         tokens = self._tokens(split)
-        offsets = torch.randint(len(tokens) - self.block_size, (self.batch_size,), generator=generator)
+        return self._windows(tokens, self._offsets(tokens, generator))
+
+    def _offsets(self, tokens, generator):
+        return torch.randint(len(tokens) - self.block_size, (self.batch_size,), generator=generator)
+
+    def _windows(self, tokens, offsets):
         windows = torch.stack(
             [torch.from_numpy(tokens[i : i + self.block_size + 1].astype(np.int64)) for i in offsets.tolist()]
         )
@@ -59,11 +64,17 @@ class Batches:
         """The next training batch (advances the training generator)."""
         return self._read("train", self.train_generator)
 
-    def eval_batches(self, split, count):
-        """`count` batches of `split`, the same ones at every call."""
+    def eval_batches(self, split, count, rank=0, world_size=1):
+        """(i, batch) for the batches i of `split` that are this rank's
+        (i % world_size == rank) among `count`, the same ones at every call
+        and on every number of ranks: the offsets of all `count` are drawn,
+        only this rank's windows are read."""
         generator = torch.Generator().manual_seed(self.eval_seed)
-        for _ in range(count):
-            yield self._read(split, generator)
+        tokens = self._tokens(split)
+        for i in range(count):
+            offsets = self._offsets(tokens, generator)
+            if i % world_size == rank:
+                yield i, self._windows(tokens, offsets)
 
     def state_dict(self):
         return {"train_generator": self.train_generator.get_state()}

@@ -6,8 +6,10 @@ characters) or a DocumentSource (a stream of documents, split by document).
 Nothing here tokenizes or writes token files; gpt2/data/prepare.py does.
 """
 
+import codecs
 import hashlib
 import http.client
+import itertools
 import json
 import urllib.request
 from dataclasses import dataclass
@@ -22,6 +24,9 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 # better reported than waited on.
 DOWNLOAD_TIMEOUT_S = 30
 INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
+# A text file is read and decoded in pieces of this many bytes (about as
+# many characters): never the whole file at once (inputs may be GBs).
+READ_CHARS = 1 << 22
 
 
 class DataError(UserError):
@@ -31,11 +36,23 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class TextSource:
-    """One whole text; the first 90% of its characters train, the rest validate."""
+    """One whole text, a UTF-8 file read in pieces (pieces()); the first 90%
+    of its `characters` train, the rest validate."""
 
     description: str  # URL or absolute path, recorded in meta.json
     sha256: str
-    text: str
+    path: Path
+    characters: int
+    size: int  # bytes
+
+    def pieces(self):
+        """The text in consecutive pieces of about READ_CHARS characters,
+        cut anywhere (even inside a line)."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(READ_CHARS), b""):
+                yield decoder.decode(block)
+        yield decoder.decode(b"", final=True)
 
 
 @dataclass(frozen=True)
@@ -87,11 +104,26 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _decode_utf8(data, path):
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+def _scan_text(path, description, sha256=None):
+    """The TextSource of a file, read once in blocks: its characters
+    counted (the 90/10 split needs the total before the first token is
+    written) and UTF-8 checked, so a binary file is refused before any
+    tokenizing; hashed too unless `sha256` is known."""
+    decoder, digest = codecs.getincrementaldecoder("utf-8")(), hashlib.sha256()
+    characters = offset = 0
+    with open(path, "rb") as f:
+        for block in itertools.chain(iter(lambda: f.read(READ_CHARS), b""), [None]):  # None: the end
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+            try:
+                characters += len(decoder.decode(block or b"", final=block is None))
+            except UnicodeDecodeError as exc:
+                byte = offset - pending + exc.start
+                raise DataError(f"{path} is not UTF-8 text (byte {byte}); convert it to UTF-8") from None
+            if block:
+                offset += len(block)
+                if sha256 is None:
+                    digest.update(block)
+    return TextSource(description, sha256 or digest.hexdigest(), Path(path), characters, offset)
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +134,7 @@ def _decode_utf8(data, path):
 # needs it to decide whether to prepare at all), so a large file is not read
 # a second time just to hash it.
 def read_text_file(path, sha256):
-    return TextSource(str(path), sha256, _decode_utf8(path.read_bytes(), path))
+    return _scan_text(path, str(path), sha256)
 
 
 def _jsonl_texts(path):
@@ -191,8 +223,7 @@ def open_url_text(spec, folder):
     if not path.is_file():  # written atomically, so present means complete
         folder.mkdir(parents=True, exist_ok=True)
         download(spec.url, path)
-    data = path.read_bytes()
-    return TextSource(spec.url, hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+    return _scan_text(path, spec.url)
 
 
 def _hub_texts(spec):

@@ -61,6 +61,13 @@ def _checked_bpe_file(name):
     return str(path)
 
 
+def hf_tokenizer_files():
+    """Hugging Face's GPT-2 tokenizer files, as {name: the local file with
+    the same bytes}: its vocab.json is OpenAI's encoder.json, its
+    merges.txt OpenAI's vocab.bpe (checked against their sha256)."""
+    return {"vocab.json": _checked_bpe_file("encoder.json"), "merges.txt": _checked_bpe_file("vocab.bpe")}
+
+
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding():
     """tiktoken's "gpt2" encoding (same ranks, split pattern and special
@@ -126,6 +133,19 @@ def split_text(text, pieces):
             cuts.append(i + 1)
     cuts.append(len(text))
     return [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def last_cut(text, start=0):
+    """The end of the longest head of `text` that split_text may cut off
+    (right after a newline at index >= start with non-space characters on
+    both sides), or 0 when there is none: a text read in pieces is
+    tokenized head by head with the tokens of the whole."""
+    i = text.rfind("\n", max(start, 1), len(text) - 1)
+    while i >= max(start, 1):
+        if text[i - 1].strip() and text[i + 1].strip():
+            return i + 1
+        i = text.rfind("\n", max(start, 1), i)
+    return 0
 
 
 def _balanced_groups(texts, groups):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.data.tokenizer import EOT_TOKEN, gpt2_encoding
+from gpt2.data.tokenizer import EOT_TOKEN, N_VOCAB, gpt2_encoding
 
 FILE_PREFIX = "FILE:"
 
@@ -65,17 +65,20 @@ def next_token(logits, temperature, top_k, generator):
 
 
 @torch.no_grad()
-def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=0, generator=None, use_cache=True):
+def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=0, generator=None, use_cache=True,
+             on_token=None):
     """Append `max_new_tokens` tokens to idx (batch, time) and return the
     whole (batch, time + max_new_tokens).  The model must be in eval mode
-    (no dropout); `generator` draws every sample (None: greedy only)."""
+    (no dropout); `generator` draws every sample (None: greedy only).
+    `on_token(n)`, when given, is called after the n-th new token (of every
+    row); it sees no tensor, so it cannot change what is drawn."""
     if temperature != 0 and generator is None:
         raise ValueError("sampling at a temperature above 0 needs a generator (a seeded torch.Generator)")
     from gpt2.model.gpt import KVCache
 
     block_size = model.config.block_size
     cache, pending = None, idx  # pending: the tokens the model has not seen yet
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if not use_cache:
             logits, _ = model(idx[:, -block_size:])
         else:
@@ -85,17 +88,22 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=0, generator=
                 cache = KVCache(model.config, idx.size(0), idx.device, model.lm_head.weight.dtype)
                 pending = idx[:, -keep:]
             logits, _ = model(pending, cache=cache)
-        token = next_token(logits[:, -1, :], temperature, top_k, generator)
+        # GPT-2's ids only: the padding rows of a model trained from scratch
+        # (gpt2/model/gpt.py) are never drawn, at any temperature.
+        token = next_token(logits[:, -1, :N_VOCAB], temperature, top_k, generator)
         idx = torch.cat((idx, token), dim=1)
         pending = token
+        if on_token is not None:
+            on_token(step + 1)
     return idx
 
 
-def sample_texts(model, prompt_ids, *, num_samples, max_new_tokens, temperature, top_k, generator, use_cache=True):
+def sample_texts(model, prompt_ids, *, num_samples, max_new_tokens, temperature, top_k, generator, use_cache=True,
+                 on_token=None):
     """`num_samples` continuations of `prompt_ids` (a list of ids), decoded:
-    [text, ...] without the prompt."""
+    [text, ...] without the prompt.  `on_token`: as for generate()."""
     device = model.lm_head.weight.device
     idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
     out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-                   use_cache=use_cache)
+                   use_cache=use_cache, on_token=on_token)
     return [decode(row[len(prompt_ids) :].tolist()) for row in out]

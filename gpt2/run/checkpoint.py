@@ -1,10 +1,23 @@
-"""Checkpoints that are never half-written, and the random-number state that
-lets a resumed run repeat an uninterrupted one exactly.
+"""The checkpoint format: the one module that names its keys, writes it,
+reads it, validates it and says what does not fit.
 
-Every file is written to a temporary file in the same folder, flushed, fsynced
-and then renamed over the real name (lib/atomic.py): a run killed at any
-moment leaves the previous checkpoint intact.  (A kill in the middle of a
-write may leave the temporary behind; the next save removes it.)
+A checkpoint is one torch file holding plain values and tensors:
+
+    model, optimizer, pruner, scaler   the state_dict() of each stateful part
+    iter_num, best_val_loss,           the TrainState (gpt2/run/state.py)
+      training_time
+    rng                                every rank's random generators (a list)
+    model_config                       the GPTConfig as a dict: the model's shape
+    args                               the run's resolved flags
+    trackers                           the tracker runs to continue (lib/trackers)
+    cpu_matmul                         the CPU path the run computed with (gpt2/cpu/)
+
+The stateful parts register once with a Checkpointer; it alone saves them
+and restores them.  Files are never half-written: each goes to a temporary
+file in the same folder, flushed, fsynced and renamed over the real name
+(lib/atomic.py), so a run killed at any moment leaves the previous
+checkpoint intact (a kill mid-write may leave the temporary behind; the next
+save removes it).  Loading uses weights_only: a checkpoint never runs code.
 """
 
 import random
@@ -14,11 +27,200 @@ import numpy as np
 import torch
 
 from gpt2.errors import UsageError
+from gpt2.model.gpt import GPT, GPTConfig
 from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
 from lib.errors import UserError
 
 LATEST = "ckpt.pt"  # written at every evaluation
 BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
+
+PARTS = ("model", "optimizer", "pruner", "scaler")
+TRAIN_STATE = ("iter_num", "best_val_loss", "training_time")
+# What a resume needs; a file without one of these is not a gpt2lab checkpoint.
+REQUIRED_KEYS = (*PARTS, *TRAIN_STATE, "rng", "model_config", "args")
+# What sampling, export and evaluation need: the model alone.
+MODEL_KEYS = ("model", "model_config")
+
+# What must equal the checkpoint's when resuming, because it decides the
+# shape of the saved model, optimizer and pruner state.  (Dropout, learning
+# rates, iteration counts may change.)
+SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
+STATE_FLAGS = ("optimizer", "pruning_method")
+
+
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file torch cannot load; str() is torch's reason, one line."""
+
+
+class Checkpoint:
+    """One checkpoint file, read and validated (tensors on the CPU)."""
+
+    def __init__(self, path, state):
+        self.path = Path(path)
+        self._state = state
+
+    def __getitem__(self, key):
+        """A key of the file as stored (for tools and tests that inspect one)."""
+        return self._state[key]
+
+    @property
+    def model_config(self):
+        return self._state["model_config"]
+
+    @property
+    def model_state(self):
+        return self._state["model"]
+
+    @property
+    def args(self):
+        return self._state.get("args", {})
+
+    @property
+    def iter_num(self):
+        return self._state.get("iter_num")
+
+    @property
+    def training_time(self):
+        return self._state.get("training_time")
+
+    @property
+    def best_val_loss(self):
+        return self._state.get("best_val_loss")
+
+    @property
+    def train_state(self):
+        return {key: self._state[key] for key in TRAIN_STATE}
+
+    @property
+    def rng(self):
+        """Every rank's generator states, rank by rank."""
+        return self._state["rng"]
+
+    @property
+    def trackers(self):
+        """The tracker runs this checkpoint's run logs to (None if untracked)."""
+        return self._state.get("trackers")
+
+    @property
+    def cpu_matmul(self):
+        """The CPU path recorded by the run (gpt2/cpu/), or None."""
+        return self._state.get("cpu_matmul")
+
+    def check_compatible(self, model_config, settings):
+        """Refuse to resume with a model shape (`model_config`: a dict of
+        the configured GPTConfig) or an optimizer / pruning method
+        (`settings`) other than the checkpoint's: its state would not fit."""
+        saved = self._state["model_config"]
+        changed = [f"{name} {saved[name]!r} -> {model_config[name]!r}" for name in SHAPE_FIELDS
+                   if saved[name] != model_config[name]]
+        changed += [f"--{name.replace('_', '-')} {self.args[name]!r} -> {settings[name]!r}" for name in STATE_FLAGS
+                    if self.args[name] != settings[name]]
+        if changed:
+            raise UsageError(
+                "--resume: the checkpoint was trained with other settings ("
+                + ", ".join(changed)
+                + "); resume with the original flags or start a new --out-dir"
+            )
+
+
+def read_checkpoint_file(path):
+    """The raw state in `path` (tensors on the CPU).  Raises
+    UnreadableCheckpoint with torch's reason."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or not a torch file: torch raises many kinds
+        text = str(exc).strip()
+        raise UnreadableCheckpoint(text.splitlines()[0] if text else type(exc).__name__) from None
+
+
+def load(path, *, keys=REQUIRED_KEYS, who="", missing_hint, damaged_hint):
+    """The Checkpoint at `path`, holding at least `keys`; else a UsageError
+    starting with `who` (the flag that named the file), naming the file,
+    what is wrong and (the hints) what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{who}no checkpoint at {path}; {missing_hint}")
+    try:
+        state = read_checkpoint_file(path)
+    except UnreadableCheckpoint as reason:
+        raise UsageError(f"{who}cannot read {path} ({str(reason)[:200]}); {damaged_hint}") from None
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UsageError(f"{who}{path} is not a gpt2lab checkpoint (no {', '.join(missing)}); {damaged_hint}")
+    return Checkpoint(path, state)
+
+
+def load_checkpoint(out_dir):
+    """The checkpoint --resume continues from: out_dir/ckpt.pt."""
+    return load(
+        Path(out_dir) / LATEST,
+        who="--resume: ",
+        missing_hint="start without --resume, or set --out-dir to the folder of the run to continue",
+        damaged_hint="start a new --out-dir",
+    )
+
+
+def load_model_checkpoint(path):
+    """A checkpoint to read the model from (make sample, export, eval)."""
+    return load(
+        path,
+        keys=MODEL_KEYS,
+        missing_hint="train one with `make train`, or name one with --ckpt (CKPT=)",
+        damaged_hint="it is damaged or not a torch file: train again, or give one gpt2/train.py wrote "
+        "(out/best.pt or out/ckpt.pt) with --ckpt",
+    )
+
+
+def load_model(path):
+    """(the GPT a checkpoint holds, in eval mode on the CPU; the Checkpoint),
+    for the tools that read a model from a file: make sample, export, eval."""
+    checkpoint = load_model_checkpoint(path)
+    try:
+        model = GPT(GPTConfig(**checkpoint.model_config))
+        model.load_state_dict(checkpoint.model_state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: its weights do not fit its model config ({reason[:200]}); "
+                         "the checkpoint is damaged") from None
+    return model.eval(), checkpoint
+
+
+class Checkpointer:
+    """Writes and restores a run's checkpoints in `out_dir`.  The stateful
+    parts (objects with state_dict / load_state_dict) register once, by
+    their key; `record()` returns the plain values saved beside them
+    (model_config, args, trackers, cpu_matmul: read when saving, since the
+    trackers' state changes during the run)."""
+
+    def __init__(self, out_dir, parts, record):
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"not a checkpoint part: {', '.join(sorted(unknown))}")
+        self.out_dir = Path(out_dir)
+        self.parts = parts
+        self.record = record
+
+    def state(self, train_state, rng):
+        """Everything a checkpoint file holds, as one dict."""
+        return {
+            **{name: part.state_dict() for name, part in self.parts.items()},
+            **{key: value for key, value in train_state.state_dict().items() if key in TRAIN_STATE},
+            "rng": rng,  # one entry per rank
+            **self.record(),
+        }
+
+    def save(self, train_state, rng, is_best):
+        """Write out_dir/ckpt.pt, and best.pt if `is_best`."""
+        save_checkpoint(self.out_dir, self.state(train_state, rng), is_best)
+
+    def restore(self, checkpoint, train_state):
+        """Load every registered part and the TrainState from `checkpoint`.
+        A part saved empty (the gradient scaler of a run without float16)
+        keeps its fresh state."""
+        for name, part in self.parts.items():
+            if checkpoint[name]:
+                part.load_state_dict(checkpoint[name])
+        train_state.load_state_dict(checkpoint.train_state)
 
 
 def save_checkpoint(out_dir, state, is_best):
@@ -31,47 +233,6 @@ def save_checkpoint(out_dir, state, is_best):
     if is_best:
         # ckpt.pt is later replaced by a new file, so best.pt keeps these bytes.
         publish_as(latest, best)
-
-
-# What a resume reads from a checkpoint (gpt2/train.py checkpoint_state
-# writes these and more).
-REQUIRED_KEYS = ("model", "model_config", "optimizer", "pruner", "scaler", "iter_num", "best_val_loss",
-                 "training_time", "rng", "args")  # fmt: skip
-
-
-class UnreadableCheckpoint(UserError):
-    """A checkpoint file torch cannot load; str() is torch's reason, one line."""
-
-
-def read_checkpoint_file(path):
-    """The state in `path` (tensors on the CPU).  weights_only: a checkpoint
-    holds only tensors and plain Python values, so loading one never runs
-    code from the file.  Raises UnreadableCheckpoint."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or not a torch file: torch raises many kinds
-        text = str(exc).strip()
-        raise UnreadableCheckpoint(text.splitlines()[0] if text else type(exc).__name__) from None
-
-
-def load_checkpoint(out_dir):
-    """The state saved in out_dir/ckpt.pt (tensors on the CPU)."""
-    path = Path(out_dir) / LATEST
-    if not path.is_file():
-        raise UsageError(
-            f"--resume: no checkpoint at {path}; start without --resume, "
-            "or set --out-dir to the folder of the run to continue"
-        )
-    try:
-        state = read_checkpoint_file(path)
-    except UnreadableCheckpoint as reason:
-        raise UsageError(f"--resume: cannot read {path} ({reason}); start a new --out-dir") from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise UsageError(
-            f"--resume: {path} is not a gpt2lab checkpoint (no {', '.join(missing)}); start a new --out-dir"
-        )
-    return state
 
 
 def rng_state():

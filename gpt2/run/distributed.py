@@ -4,9 +4,9 @@ torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; with more than one process each
 rank trains on its own batches and DistributedDataParallel averages the
 gradients.  Rank 0 alone logs, checkpoints, writes JSON and tracks.  Decisions
 that end the loop (time budget, inf/NaN loss) are taken by all ranks together
-through `any_rank`, and what rank 0 alone decides at start-up (the CPU matmul
-library) reaches the others through `gather`, so no rank is left waiting in a
-collective.
+through `any_rank`, and what rank 0 alone decides or checks at start-up
+reaches the others through `on_main` (its value, or its error on every
+rank), so no rank is left waiting in a collective.
 
 Every collective gives up after --dist-timeout seconds (Kconfig DIST_TIMEOUT).
 The one step that may take far longer, preparing the dataset (hours for
@@ -15,9 +15,12 @@ other ranks poll torchrun's rendezvous store for its answer (`from_main`),
 which has no deadline.
 """
 
+import contextlib
 import json
 import os
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from gpt2.errors import UsageError
+from lib.errors import UserError
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    store: object = None  # torchrun's key-value store, for from_main (None without DDP)
+    store: dist.Store | None = None  # torchrun's key-value store, for from_main (None without DDP)
 
     @property
     def enabled(self):
@@ -86,6 +90,22 @@ class Distributed:
         while not self.store.check([key]):
             time.sleep(poll_seconds)
         return json.loads(self.store.get(key))
+
+    def on_main(self, compute, *args):
+        """compute(*args) on rank 0 alone; every rank returns its value, or
+        raises the same UserError it raised (a collective: no rank is left
+        waiting for one that stopped).  The value must pickle."""
+        value, error = None, None
+        if self.is_main:
+            try:
+                value = compute(*args)
+            except UserError as exc:
+                error = exc
+        if self.enabled:
+            value, error = self.gather((value, error))[0]
+        if error is not None:
+            raise error
+        return value
 
     def check_all(self, problem):
         """Stop every rank with one error if any rank has a `problem` (a
@@ -151,6 +171,104 @@ def start(device_type, timeout_seconds=None):
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return Distributed(rank=rank, local_rank=local_rank, world_size=world_size,
                        store=dist.PrefixStore(f"gpt2lab/{attempt}", store))
+
+
+# How often each rank looks for another's failure, how long it then gives
+# its own error (the same one, raised on every rank) to arrive first, and
+# how long a failed rank waits for the others to have seen it (without
+# torchrun, rank 0 hosts the store: it must outlive their look).
+FAILURE_POLL_S = 1.0
+FAILURE_GRACE_S = 3.0
+FAILURE_ACK_S = 10.0
+
+
+@contextlib.contextmanager
+def stop_all_on_failure(distributed, expected=(), poll_seconds=FAILURE_POLL_S, grace_seconds=FAILURE_GRACE_S):
+    """The block of a run's life on every rank; the process group is torn
+    down at its end.  Under DDP, a rank whose block fails (an exception
+    other than `expected`, e.g. a full disk in rank 0's checkpoint) posts
+    it to the rendezvous store; every other rank watches the store from a
+    thread and, unless it is failing itself, prints one line and exits
+    with status 1 within seconds, instead of waiting in its next
+    collective until --dist-timeout."""
+    if not distributed.enabled:
+        try:
+            yield
+        finally:
+            stop(distributed)
+        return
+    store, rank = distributed.store, distributed.rank
+    finished = threading.Event()
+    seen = {}  # the failure of another rank, once the watcher has read it
+
+    def watch():
+        while not finished.wait(poll_seconds):
+            failed = _read_failure(store)
+            if failed is None:
+                continue
+            seen.update(failed)
+            try:
+                store.set(f"failed-seen/{rank}", "1")  # the failed rank waits for this before it exits
+            except Exception:
+                pass
+            if failed["rank"] == rank or finished.wait(grace_seconds):
+                return  # this rank is stopping already (the same error on every rank, or the peer's in a collective)
+            print(_stops_too(failed, rank), file=sys.stderr, flush=True)
+            os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="gpt2lab-failure-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except BaseException as exc:
+        finished.set()
+        if isinstance(exc, expected):
+            raise
+        failed = seen or _read_failure(store, wait_seconds=grace_seconds if isinstance(exc, RuntimeError) else 0)
+        if failed and failed["rank"] != rank:
+            # A collective broke because another rank failed first: say that, not its traceback.
+            print(_stops_too(failed, rank), file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        _post_failure(distributed, exc)
+        raise
+    finally:
+        finished.set()
+        stop(distributed)
+
+
+def _stops_too(failed, rank):
+    return f"error: rank {failed['rank']} failed ({failed['error']}); rank {rank} stops too"
+
+
+def _read_failure(store, wait_seconds=0.0):
+    """The failure another rank posted ({"rank", "error"}), or None; waits
+    up to `wait_seconds` for one to appear.  A store that cannot be reached
+    means its host (rank 0, without torchrun) has exited."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            if store.check(["failed"]):
+                return json.loads(store.get("failed"))
+        except Exception:
+            return {"rank": 0, "error": "its process exited"}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _post_failure(distributed, exc):
+    """Tell the other ranks this one failed, and wait (a little) until each
+    has seen it or failed too."""
+    store, rank = distributed.store, distributed.rank
+    try:
+        store.set(f"failed-seen/{rank}", "1")
+        store.set("failed", json.dumps({"rank": rank, "error": " ".join(str(exc).split())[:300] or type(exc).__name__}))
+        others = [f"failed-seen/{r}" for r in range(distributed.world_size) if r != rank]
+        deadline = time.monotonic() + FAILURE_ACK_S
+        while not store.check(others) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except Exception:  # the store is gone already: nobody left to tell
+        pass
 
 
 def stop(distributed):

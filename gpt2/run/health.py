@@ -67,9 +67,11 @@ class RunHealth:
     # -- every step -------------------------------------------------------
 
     def record_grad_norm(self, norm):
-        """The value clip_grad_norm_ returned (no sync: stays on the device)."""
+        """The value clip_grad_norm_ returned (no sync: stays on the device);
+        with clipping off (grad_clip 0) no step counts as clipped."""
         self._norm = norm
-        self._clipped += (norm > self.grad_clip).to(torch.int64)
+        if self.grad_clip > 0:
+            self._clipped += (norm > self.grad_clip).to(torch.int64)
         self._steps += 1
 
     def wants_update_ratio(self, iter_num):
@@ -169,9 +171,9 @@ def _reset_cpu_peak():
         return False
 
 
-def run_health(run):
-    """The RunHealth of a training run (gpt2/run/setup.py Run)."""
-    return RunHealth(run.raw_model, run.device, grad_clip=run.cfg.training.grad_clip,
-                     health_interval=run.cfg.health.health_interval,
-                     loss_spike_factor=run.cfg.health.loss_spike_factor)
+def run_health(cfg, model, device):
+    """The RunHealth of a training run (`cfg`: its RunConfig)."""
+    return RunHealth(model, device, grad_clip=cfg.training.grad_clip,
+                     health_interval=cfg.health.health_interval,
+                     loss_spike_factor=cfg.health.loss_spike_factor)
 

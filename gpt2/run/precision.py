@@ -1,16 +1,17 @@
-"""From the typed configs to what the loop runs with: device and precision,
-and whether a checkpoint fits the configured run.
+"""From the typed configs to where and how the run computes: device type,
+autocast dtype and compilation, with the fallbacks this machine needs (no
+CUDA, no native bfloat16, no C++ compiler for torch.compile on the CPU).
 
 Checks of single parts live in their configs (gpt2/configs.py); these need
-the machine (is there CUDA?) or the checkpoint.  Each raises UsageError with
-a message that names the flags involved and how to fix them.
+the machine.  Each raises UsageError with a message that names the flags
+involved and how to fix them.
 """
 
 import os
 import shutil
 import subprocess
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -33,12 +34,6 @@ NO_COMPILER_NOTICE = (
     "kernels) and none was found ({searched}); running uncompiled. Install g++ (or set CXX), "
     "or pass --no-compile to silence"
 )
-
-# What must equal the checkpoint's when resuming, because it decides the
-# shape of the saved model, optimizer and pruner state.  (Dropout, learning
-# rates, iteration counts may change.)
-SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
-STATE_FLAGS = ("optimizer", "pruning_method")
 
 
 @dataclass(frozen=True)
@@ -122,26 +117,3 @@ def cpp_compiler():
         except (OSError, subprocess.SubprocessError):
             continue
     return None
-
-
-def check_resume_compatible(cfg, checkpoint):
-    """Refuse to resume with a model shape, optimizer or pruning method other
-    than the checkpoint's (`cfg`: the RunConfig): its state would not fit."""
-    saved_config, saved_args = checkpoint["model_config"], checkpoint["args"]
-    config = cfg.model.gpt_config()
-    now = {"optimizer": cfg.optimizer.optimizer, "pruning_method": cfg.pruning.pruning_method}
-    changed = [f"{name} {saved_config[name]!r} -> {getattr(config, name)!r}" for name in SHAPE_FIELDS
-               if saved_config[name] != getattr(config, name)]
-    changed += [f"--{name.replace('_', '-')} {saved_args[name]!r} -> {now[name]!r}" for name in STATE_FLAGS
-                if saved_args[name] != now[name]]
-    if changed:
-        raise UsageError(
-            "--resume: the checkpoint was trained with other settings ("
-            + ", ".join(changed)
-            + "); resume with the original flags or start a new --out-dir"
-        )
-
-
-def model_config_dict(config):
-    """Plain dict of a GPTConfig, for the checkpoint."""
-    return asdict(config)

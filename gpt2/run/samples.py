@@ -57,15 +57,15 @@ class TrainingSampler:
     def log(self, run, text, seconds):
         """The console line (with the seconds the sample took), and the
         table row to the journal and trackers."""
-        run.trackers.table(TABLE_KEY, COLUMNS, [[run.iter_num, self.prompt, text]], step=run.iter_num)
+        run.trackers.table(TABLE_KEY, COLUMNS, [[run.state.iter_num, self.prompt, text]], step=run.state.iter_num)
         shown = (self.prompt + text).replace("\n", "\\n")
         cut = shown[:CONSOLE_CHARS] + ("..." if len(shown) > CONSOLE_CHARS else "")
-        run.log(f"sample {run.iter_num} | {seconds:.2f} s | {cut}")
+        run.log(f"sample {run.state.iter_num} | {seconds:.2f} s | {cut}")
 
 
-def training_sampler(run):
-    """The run's TrainingSampler, or None with --sample-interval 0 and on
-    the ranks other than 0."""
-    if run.cfg.sampling.sample_interval <= 0 or not run.dist.is_main:
+def training_sampler(cfg, dist):
+    """The run's TrainingSampler (`cfg`: its RunConfig), or None with
+    --sample-interval 0 and on the ranks other than 0."""
+    if cfg.sampling.sample_interval <= 0 or not dist.is_main:
         return None
-    return TrainingSampler(run.cfg.sampling, run.cfg.training.eval_interval)
+    return TrainingSampler(cfg.sampling, cfg.training.eval_interval)

@@ -69,19 +69,13 @@ class AdamWSpam(torch.optim.Optimizer):
     reset_interval: steps between moment resets (0 = never reset).
     warmup: steps of cosine step-size warmup after each reset (0 = none).
     theta: spike threshold on g^2 / v (the paper uses 5000).
+    These three have no default here: Kconfig's SPAM_INTERVAL, SPAM_WARMUP
+    and SPAM_THETA are the only ones (build() below passes them), so no
+    second default can disagree with them.
     """
 
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        reset_interval=500,
-        warmup=150,
-        theta=5000.0,
-    ):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 reset_interval, warmup, theta):
         if reset_interval < 0 or warmup < 0:
             raise ValueError("AdamWSpam: reset_interval and warmup must be >= 0")
         if theta <= 0:

@@ -53,6 +53,7 @@ Every error is a ValueError with a one-line message.
 
 import sys
 from dataclasses import dataclass
+from typing import Protocol
 
 from lib.plugins import from_flags, module_names, part_module
 from lib.pruning._masks import MASKS_FILE, layer_sparsity, load_masks, save_masks
@@ -71,6 +72,18 @@ __all__ = [
     "pruning_methods",
     "sparsity",
 ]
+
+
+class Pruner(Protocol):
+    """What the training loop and the checkpoint use of a pruner."""
+
+    weights: dict  # {name: tensor} it prunes, {} for none (layer_sparsity, save_masks)
+
+    def step(self, iter_num, observe=True): ...
+
+    def state_dict(self): ...
+
+    def load_state_dict(self, state): ...
 
 
 def pruning_methods():

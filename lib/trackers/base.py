@@ -2,7 +2,7 @@
 
 The training loop holds one `Trackers` and calls `.log(metrics, step)` at its
 log and eval intervals, `.table(key, columns, rows, step)` for text samples,
-`.alert(title, text, level)` when something needs a human, `.state_dict()`
+`.alert(title, text, level, step=None)` when something needs a human, `.state_dict()`
 for each checkpoint, `.summary(metrics)` once at the end and `.finish()` in a
 `finally`; it never asks which backends are on.  Every log and summary is written to the journal first (see
 journal.py), then handed to each backend.  A backend that raises is reported
@@ -66,10 +66,12 @@ class Tracker:
         the backend's table object)."""
         raise NotImplementedError
 
-    def alert(self, title, text, level, step):
+    def alert(self, title, text, level="WARN", step=None):
         """Send an alert through the backend's own alert API; a backend
         (or an installed version) without one does nothing.  `level` is
-        one of ALERT_LEVELS."""
+        one of ALERT_LEVELS; `step` the iteration it is about (Trackers
+        always passes one: the last logged step when its caller gives
+        none).  The same signature as Trackers.alert."""
 
     def state_dict(self):
         """What reattaches to this run after a restart (ids, names), JSON-safe."""
@@ -144,13 +146,15 @@ class Trackers:
         for name in self._working():
             self._call(name, "table", key, list(columns), rows, step)
 
-    def alert(self, title, text, level="WARN"):
+    def alert(self, title, text, level="WARN", step=None):
         """Tell a human: one line on the console (stdout, with the run's
         other lines), a journal record, and each working backend's alert
-        (Trackio's and W&B's own)."""
+        (Trackio's and W&B's own), at `step` (None: the last logged step)."""
         if level not in ALERT_LEVELS:
             raise ValueError(f"alert level {level!r}: use one of {', '.join(ALERT_LEVELS)}")
-        step = self.last_step if self.last_step is not None else 0
+        if step is None:
+            step = self.last_step if self.last_step is not None else 0
+        step = int(step)
         print(f"alert [{level}] {title}: {text}", flush=True)
         self._journal({"kind": "alert", "step": step, "level": level, "title": title, "text": text})
         for name in self._working():

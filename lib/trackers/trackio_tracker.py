@@ -164,7 +164,7 @@ class TrackioTracker(Tracker):
         # (a list of {column: value} objects), shown as a table.
         self.log_value(key, self._trackio.Table(columns=columns, data=rows), step)
 
-    def alert(self, title, text, level, step):
+    def alert(self, title, text, level="WARN", step=None):
         # Trackio >= 0.7: stored in the database's alerts table, shown in the
         # dashboard, sent to a webhook when one is set (TRACKIO_WEBHOOK_URL).
         if not hasattr(self._run, "alert"):

@@ -140,7 +140,7 @@ class WandbTracker(Tracker):
         # files/ folder, the history row at `step` points at it.
         self.log_value(key, self._wandb.Table(columns=columns, data=rows), step)
 
-    def alert(self, title, text, level, step):
+    def alert(self, title, text, level="WARN", step=None):
         # W&B sends it by e-mail / Slack as the user's settings say; offline,
         # the alert record waits in the .wandb file for `make wandb-sync`.
         # W&B allows titles of under 64 characters.

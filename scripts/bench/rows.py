@@ -36,12 +36,17 @@ class Workspace:
     data_flags: tuple
 
 
-def run_step_worker(name, spec, workspace):
-    """scripts/bench/step.py in a fresh process; its result dict."""
+def run_step_worker(name, spec, workspace, timeout=None):
+    """scripts/bench/step.py in a fresh process; its result dict.  With
+    `timeout` (seconds), a worker still running then is killed: BenchError."""
     result_path = workspace.scratch / "step.json"
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "scripts.bench.step", json.dumps(spec), "--json", str(result_path)]
-    proc = subprocess.run(command, cwd=REPO_ROOT, env=workspace.env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=workspace.env, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{name} was still running after {timeout:.0f} s and was stopped") from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
         raise BenchError(f"{name} failed (exit {proc.returncode}): {lines[-1]}")

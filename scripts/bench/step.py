@@ -3,15 +3,16 @@ configuration, optionally with a tracker, timed and printed as JSON.
 
 scripts/bench/bench.py starts this once per row of its table, so every row has its
 own peak memory and its own allocator state, and a tracker's threads and
-helper processes never touch another row.  The steps are gpt2/train.py's
-own: the run is built by gpt2/run/setup.py and each step is train_step();
-the loop around them is train.py's minus evaluation and checkpoints, which
-are not part of a step.
+helper processes never touch another row.  The steps are the training's
+own: the run is built by gpt2/run/setup.py build() and each step is the
+Trainer's train_step() (gpt2/run/trainer.py); around them, the loop's
+logging minus evaluation and checkpoints, which are not part of a step.
 
     python -m scripts.bench.step '{"flags": [...], "warmup": 3, "iters": 10}' --json out.json
 """
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -23,14 +24,13 @@ from pathlib import Path
 import torch
 
 from gpt2 import cli
-from gpt2.cpu import matmul as cpu_matmul
-from gpt2.run import distributed
-from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.configs import RunConfig
+from gpt2.cpu import matmul as cpu_matmul
+from gpt2.cpu.fast_paths import use_cpu_fast_paths
+from gpt2.run import distributed
 from gpt2.run.precision import resolve_precision
-from gpt2.run.setup import open_run_trackers, plain_flags, setup
-from gpt2.run.schedule import learning_rate
-from gpt2.train import no_log, report_progress, train_step
+from gpt2.run.setup import build, open_run_trackers, plain_flags, run_facts
+from gpt2.train import no_log
 from scripts.bench.monitors import measure_monitors
 
 
@@ -57,25 +57,18 @@ class TimedTrackers:
 
 
 def timed_steps(run, warmup, iters, log_interval):
-    """Step times in seconds of `iters` steps after `warmup` untimed ones.
-    With log_interval > 0, every log_interval-th step also reads the loss
-    and logs as train.py does (inside the timed step)."""
-    training = run.cfg.training
+    """Step times in seconds of `iters` steps after `warmup` untimed ones
+    (`run`: a Trainer).  With log_interval > 0, every log_interval-th step
+    also reads the loss and logs as the loop does (inside the timed step)."""
     times = []
     for i in range(warmup + iters):
-        lr = learning_rate(
-            run.iter_num,
-            max_lr=training.learning_rate,
-            min_lr=training.min_lr,
-            warmup_iters=training.warmup_iters,
-            decay_iters=training.decay_iters,
-        )
+        lr = run.learning_rate()
         synchronize(run.device)
         start = time.perf_counter()
-        loss = train_step(run, lr)
-        run.iter_num += 1
-        if log_interval and run.iter_num % log_interval == 0:
-            report_progress(run, loss.item(), lr, times[-1] if times else 1.0)
+        loss = run.train_step(lr)
+        run.state.iter_num += 1
+        if log_interval and run.state.iter_num % log_interval == 0:
+            run.report_progress(loss.item(), lr, times[-1] if times else 1.0)
         synchronize(run.device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -98,12 +91,15 @@ def measure(spec):
         cfg = RunConfig.from_flags(vars(args))
         precision = resolve_precision(cfg.system, log=no_log)
         dist = distributed.start(precision.device_type)
-        run, _ = setup(cfg, plain_flags(args), precision, dist, log=no_log)
+        flags, train_args = plain_flags(args), cli.command_line(args)
+        run, _ = build(cfg, flags, precision, dist, no_log, train_args, trackers=False)
         if "chunked_loss" in spec:  # an ablation row: the other loss path, same matmuls
             use_cpu_fast_paths(run.raw_model, cpu_matmul.library_of(run.raw_model), spec["chunked_loss"])
         start = time.perf_counter()
-        run.trackers = TimedTrackers(open_run_trackers(run, None, train_args=cli.command_line(args)))
+        facts = run_facts(cfg, precision, dist, run.device, run.raw_model, run.batches)
+        trackers = TimedTrackers(open_run_trackers(cfg, dist, flags, train_args, facts, None))
         startup = time.perf_counter() - start
+        run = dataclasses.replace(run, trackers=trackers)
         try:
             times = timed_steps(run, spec["warmup"], spec["iters"], spec.get("log_interval", 0))
             # Health and sampling work, timed call by call (scripts/bench/monitors.py).
@@ -129,7 +125,8 @@ def measure(spec):
         "chunked_loss": model.output_loss is not None,
         "cpu_matmul": cpu_matmul.library_of(model) if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
-        "setup_peak_flops": run.peak_flops,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)
+        # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)
+        "setup_peak_flops": run.peak.flops if run.peak else None,
         "tracker": cfg.tracking.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,
