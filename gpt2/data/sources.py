@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import itertools
 import json
+import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,14 @@ INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
 # A text file is read and decoded in pieces of this many bytes (about as
 # many characters): never the whole file at once (inputs may be GBs).
 READ_CHARS = 1 << 22
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where tests and tools look for Tiny Shakespeare's input.txt, in order:
+# $GPT2LAB_SHAKESPEARE, what `make train` downloaded (DATA_DIR=data), then the
+# copy beside the repository that CI reads.
+SHAKESPEARE_ENV = "GPT2LAB_SHAKESPEARE"
+SHAKESPEARE_IN_REPO = Path("data") / "shakespeare" / "input.txt"
+SHAKESPEARE_SHARED = Path("..") / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 class DataError(UserError):
@@ -206,16 +215,33 @@ def open_local_file(path, sha256):
 # Remote sources
 
 
-def download(url, dest):
+class DownloadError(DataError):
+    """A download that failed; `bare` is the message without the hint."""
+
+    def __init__(self, bare, hint):
+        super().__init__(f"{bare}; {hint}")
+        self.bare = bare
+
+
+def download(url, dest, hint=None):
     """Fetch url into dest atomically (lib/atomic.py): an interrupted
-    download never looks like a finished one."""
+    download never looks like a finished one.  `hint`: how to do without
+    the network (default: pass --input)."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
         write_bytes_atomically(dest, data)
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
         reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None
+        raise DownloadError(f"cannot download {url} ({reason})", hint or f"{INPUT_HINT} with a local copy") from None
+
+
+def _shown(path):
+    """path relative to the working directory when it is below it (data/shakespeare/input.txt)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def open_url_text(spec, folder):
@@ -224,6 +250,28 @@ def open_url_text(spec, folder):
         folder.mkdir(parents=True, exist_ok=True)
         download(spec.url, path)
     return _scan_text(path, spec.url)
+
+
+def find_shakespeare(repo_root=REPO_ROOT, url=SHAKESPEARE_URL):
+    """The path of Tiny Shakespeare's input.txt for tests and tools:
+    $GPT2LAB_SHAKESPEARE, else <repo>/data/shakespeare/input.txt (what `make
+    train` downloads), else <repo>/../shared/data/tinyshakespeare/input.txt;
+    with none of them, downloaded once to <repo>/data/shakespeare/input.txt.
+    Offline: DataError, one line saying where to put the file."""
+    repo_root = Path(repo_root)
+    in_repo = repo_root / SHAKESPEARE_IN_REPO
+    named = os.environ.get(SHAKESPEARE_ENV)
+    if named:
+        if not Path(named).expanduser().is_file():
+            raise DataError(f"{SHAKESPEARE_ENV}={named}: no such file; point it at Tiny Shakespeare's input.txt "
+                            f"or unset it to use {in_repo}")
+        return Path(named).expanduser().resolve()
+    for path in (in_repo, repo_root / SHAKESPEARE_SHARED):
+        if path.is_file():
+            return path.resolve()
+    in_repo.parent.mkdir(parents=True, exist_ok=True)
+    download(url, in_repo, f"offline, put Tiny Shakespeare's input.txt at {in_repo} (or set {SHAKESPEARE_ENV}=FILE)")
+    return in_repo.resolve()
 
 
 def _hub_texts(spec):
@@ -255,6 +303,13 @@ OPENERS = {
 
 
 def open_dataset(dataset, folder):
-    """Open the default (remote) source of a dataset; may download into folder."""
+    """Open the default (remote) source of a dataset; may download into
+    folder (a sibling of <data dir>/<dataset> while it is prepared).  Offline,
+    the one line names where the file goes."""
     spec = DATASETS[dataset]
-    return OPENERS[type(spec)](spec, folder)
+    try:
+        return OPENERS[type(spec)](spec, folder)
+    except DownloadError as err:
+        where = _shown(Path(folder).parent / dataset / spec.filename)
+        raise DataError(f"{err.bare}; offline, put the file at {where}, or set DATA_INPUT "
+                        "(--input FILE; train.py: --data-input FILE)") from None
