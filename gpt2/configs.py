@@ -119,6 +119,9 @@ class TrainingConfig:
     min_lr: float
     warmup_iters: int
     lr_decay_iters: int
+    lr_schedule: str
+    lr_decay_fraction: float
+    lr_decay_shape: str
     grad_clip: float
     eval_interval: int
     eval_iters: int
