@@ -70,5 +70,5 @@ def log_to_trackers(checkpoint, metrics, step=None):
         trackers.finish()
 
 
-def print_table(metrics, stream=sys.stdout):
-    print(table_text(metrics), file=stream, flush=True)
+def print_table(metrics, stream=None):
+    print(table_text(metrics), file=stream or sys.stdout, flush=True)
