@@ -87,6 +87,44 @@ def test_scores_equal_a_hand_computation(model):
     assert result["items"] == 30 and result["cropped"] == 1
 
 
+class FixedLogits(torch.nn.Module):
+    """A model whose next-token log-probs are one fixed vector at every
+    position, so each ending's score is a sum over a table, by hand."""
+
+    def __init__(self, seed=0, block_size=32):
+        super().__init__()
+        self.config = GPTConfig(block_size=block_size, n_layer=1, n_head=1, n_embd=8)
+        self.logits = torch.randn(50304, generator=torch.Generator().manual_seed(seed)) * 3
+
+    def forward(self, idx, targets=None):
+        return self.logits.expand(*idx.shape, -1), None
+
+
+def test_acc_and_acc_norm_of_a_hand_computed_case():
+    model = FixedLogits()
+    table = torch.log_softmax(model.logits.double(), dim=0).tolist()
+    items = fake_items(40, seed=5)
+    expected = {name: 0 for name in hellaswag.METRICS}
+    enc = hellaswag.gpt2_encoding()
+    for item in items:
+        sums = [sum(table[t] for t in enc.encode_ordinary(" " + e)) for e in item["endings"]]
+        means = [total / len(enc.encode_ordinary(" " + e)) for total, e in zip(sums, item["endings"])]
+        choices = [hellaswag.harness_preprocess(e) for e in item["endings"]]
+        query = hellaswag.harness_preprocess(item["activity_label"] + ": " + item["ctx_a"] + " "
+                                             + item["ctx_b"].capitalize())
+        ctx = enc.encode_ordinary(query)
+        h_sums = [sum(table[t] for t in enc.encode_ordinary(query + " " + c)[len(ctx):]) for c in choices]
+        label = item["label"]
+        expected["acc"] += int(np.argmax(sums) == label)
+        expected["acc_norm_llmc"] += int(np.argmax(means) == label)
+        expected["acc_harness"] += int(np.argmax(h_sums) == label)
+        expected["acc_norm_harness"] += int(np.argmax([h / len(c) for h, c in zip(h_sums, choices)]) == label)
+    result = hellaswag.score_items(model, items, block_size=32, device=torch.device("cpu"))
+    assert {name: result[name] for name in hellaswag.METRICS} == {k: v / 40 for k, v in expected.items()}
+    assert expected["acc"] != expected["acc_norm_llmc"]  # the case tells the two scorings apart
+    assert expected["acc_harness"] != expected["acc_norm_harness"]
+
+
 def test_harness_preprocessing_and_rendering():
     item = {"activity_label": "Cooking", "ctx_a": "Put it in the pan [title] stir it.", "ctx_b": "then",
             "ctx": "x", "endings": ["[step] add salt.", "b", "c", "d"], "label": 0}

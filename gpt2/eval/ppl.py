@@ -41,7 +41,8 @@ def token_loss(model, tokens, block_size, device, batch_size=8):
         x = torch.stack([tokens[s:s + n] for s in group]).to(device)
         y = torch.stack([tokens[s + 1:s + n + 1] for s in group]).to(device)
         logits, _ = model(x)
-        total += F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").double().sum().cpu()
+        losses = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="none")
+        total += losses.double().sum().cpu()
     return (total / predicted).item(), predicted
 
 
