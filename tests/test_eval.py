@@ -237,3 +237,40 @@ def test_harness_numbers_equal_the_harness_itself(trained, model, tmp_path):
     ours = hellaswag.score_items(model, items, block_size=model.config.block_size, device=torch.device("cpu"))
     assert theirs["acc,none"] == ours["acc_harness"]
     assert theirs["acc_norm,none"] == ours["acc_norm_harness"]
+
+
+def _score_on_rank(rank, world_size, ckpt, jsonl, port, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        model = cli.load_model(ckpt, torch.device("cpu"))[0]
+
+        def all_reduce_sum(tensor):
+            dist.all_reduce(tensor)
+            return tensor
+
+        result = hellaswag.score_items(model, hellaswag.read_items(jsonl), block_size=model.config.block_size,
+                                       device=torch.device("cpu"), rank=rank, world_size=world_size,
+                                       all_reduce=all_reduce_sum)
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_one_and_two_processes_give_the_same_numbers(trained, model, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    items = fake_items(21, seed=7)  # not a multiple of 2: rank 0 scores one more
+    jsonl = write_items(tmp_path / "hs.jsonl", items)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_score_on_rank, args=(2, str(trained), str(jsonl), port, str(tmp_path / "r")), nprocs=2)
+    one = hellaswag.score_items(model, items, block_size=model.config.block_size, device=torch.device("cpu"))
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"r.{rank}").read_text()) == one
