@@ -274,3 +274,34 @@ def test_one_and_two_processes_give_the_same_numbers(trained, model, tmp_path):
     one = hellaswag.score_items(model, items, block_size=model.config.block_size, device=torch.device("cpu"))
     for rank in (0, 1):
         assert json.loads((tmp_path / f"r.{rank}").read_text()) == one
+
+
+def test_eval_values_land_in_trackio_and_wandb(shakespeare_data, shakespeare_path, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tracking_support import own_env, trackio_rows, wandb_rows
+
+    from lib.trackers.journal import journal_path, read_journal
+
+    jsonl = write_items(tmp_path / "hs.jsonl", fake_items(8))
+    out = tmp_path / "out"
+    flags = [*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(out),
+             "--max-iters", "4", "--eval-interval", "2", "--tracker", "trackio,wandb", "--tracker-project", "P",
+             "--tracker-run-name", "R", "--eval-hellaswag-interval", "2", "--eval-hellaswag-file", str(jsonl),
+             "--eval-at-end", "--eval-tasks", "hellaswag"]
+    flags[flags.index("--tracker") + 1] = "trackio,wandb"  # TINY says none
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "gpt2/train.py", *flags], cwd=repo, capture_output=True, text=True,
+                            env=own_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((out / "best.eval.json").read_text())["metrics"]
+    start = read_journal(journal_path(out))[0]
+    db = Path(start["backends"]["trackio"]["trackio_dir"]) / "P.db"
+    wandb_state = start["backends"]["wandb"]
+    for points in (trackio_rows(db, "R"), wandb_rows(wandb_state["wandb_dir"], wandb_state["run_id"])):
+        # During training: the evaluations at 0 and 4 (every 2nd), then best.pt's eval after the run.
+        assert [step for step, _ in points["eval/hellaswag_acc_norm_llmc"]][:2] == [0, 4]
+        assert points["eval/hellaswag_items"] == [(5, 8)]
+        assert points["eval/hellaswag_acc_norm_harness"][-1] == (5, pytest.approx(saved["hellaswag_acc_norm_harness"]))

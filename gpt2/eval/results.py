@@ -60,7 +60,8 @@ def log_to_trackers(checkpoint, metrics, step=None):
     trackers = open_trackers(TrackingConfig.from_flags(args), config=args, out_dir=str(checkpoint.path.parent),
                              resume_state=saved)
     try:
-        at = step if step is not None else max(checkpoint.iter_num or 0, saved.get("last_step") or 0)
+        # After the run's last point: W&B's history only takes steps past it.
+        at = step if step is not None else max(checkpoint.iter_num or 0, saved.get("last_step") or 0) + 1
         finite = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         trackers.log(finite, step=at)
         trackers.summary(finite)
