@@ -305,3 +305,29 @@ def test_eval_values_land_in_trackio_and_wandb(shakespeare_data, shakespeare_pat
         assert [step for step, _ in points["eval/hellaswag_acc_norm_llmc"]][:2] == [0, 4]
         assert points["eval/hellaswag_items"] == [(5, 8)]
         assert points["eval/hellaswag_acc_norm_harness"][-1] == (5, pytest.approx(saved["hellaswag_acc_norm_harness"]))
+
+
+def test_report_has_a_column_per_eval_metric_and_perplexity(shakespeare_data, shakespeare_path, tmp_path, capsys):
+    import statistics
+
+    from scripts.experiments.report import main as report_main
+
+    jsonl = write_items(tmp_path / "hs.jsonl", fake_items(10))
+    best = []
+    for seed in (1, 2):  # one point, two seeds: each run ends with its eval (EVAL_AT_END)
+        out = tmp_path / "runs" / f"seed-{seed}"
+        assert train_main([*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(out),
+                           "--json-output", str(out / "metrics.json"), "--max-iters", "4", "--eval-interval", "2",
+                           "--seed", str(seed), "--tracker-run-name", f"tiny,seed={seed}", "--eval-at-end",
+                           "--eval-tasks", "hellaswag", "--eval-hellaswag-file", str(jsonl)]) == 0
+        best.append((json.loads((out / "metrics.json").read_text())["best_val_loss"],
+                     json.loads((out / "best.eval.json").read_text())["metrics"]["hellaswag_acc_norm_llmc"]))
+    assert report_main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    lines = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if line.startswith("| ")]
+    header, row = ([c.strip() for c in line.strip("|").split(" | ")] for line in (lines[0], lines[1]))
+    cells = dict(zip(header, row))
+    ppl = [math.exp(loss) for loss, _ in best]
+    assert cells["val perplexity"] == f"{statistics.fmean(ppl):.4f} ± {statistics.stdev(ppl):.4f} (n=2)"
+    acc = [a for _, a in best]
+    assert cells["hellaswag acc norm llmc"] == f"{statistics.fmean(acc):.4f} ± {statistics.stdev(acc):.4f} (n=2)"
+    assert "hellaswag acc norm harness" in cells
