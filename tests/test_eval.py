@@ -331,3 +331,10 @@ def test_report_has_a_column_per_eval_metric_and_perplexity(shakespeare_data, sh
     acc = [a for _, a in best]
     assert cells["hellaswag acc norm llmc"] == f"{statistics.fmean(acc):.4f} ± {statistics.stdev(acc):.4f} (n=2)"
     assert "hellaswag acc norm harness" in cells
+
+
+def test_harness_not_installed_says_how_to_install(trained, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "lm_eval", None)  # import lm_eval raises ImportError
+    assert cli.main(["--ckpt", str(trained), "--device", "cpu", "--eval-tasks", "harness"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: lm-evaluation-harness is not installed; install it with") and "[eval]" in err[-1]
