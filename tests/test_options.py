@@ -248,6 +248,7 @@ SCRIPT_FLAGS = {
     ("scripts/tracking/replay_journal.py", "--tracker"): "the backends to replay to",
     ("scripts/configure.py", "--tracker"): "the preset's tracker suffix (defconfig-<name>-<tracker>)",
     ("scripts/gpu_check.py", "--input"): "the text of its own scratch runs",
+    ("scripts/gpu_check/eval_reference.py", "--device"): "the device of gpu-check's reference eval (cuda)",
 }
 
 
