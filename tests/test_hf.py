@@ -298,7 +298,7 @@ def test_bad_exports_are_one_error_line_and_leave_out_as_it_was(run, tmp_path, c
     damaged.write_bytes((out_dir / LATEST).read_bytes()[:5000])
     code = export_main(["--ckpt", str(damaged), "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: cannot read the checkpoint") and err.count("\n") == 1
+    assert code == 1 and err.startswith("error: cannot read ") and err.count("\n") == 1
     assert not out.exists()
 
     out.mkdir()

@@ -78,7 +78,7 @@ def test_make_only_options_are_read_by_a_script(kconf):
 
 def enclosing_menus(path=REPO_ROOT / "Kconfig", stack=None, menus=None):
     """{symbol or choice name: menu title}, read from the Kconfig files' text
-    following `rsource` (not through kconfiglib, so this checks the parser
+    following `source` (not through kconfiglib, so this checks the parser
     independently)."""
     stack, menus = stack if stack is not None else [], menus if menus is not None else {}
     for line in path.read_text().splitlines():
@@ -86,8 +86,8 @@ def enclosing_menus(path=REPO_ROOT / "Kconfig", stack=None, menus=None):
             stack.append(match.group(1))
         elif line.startswith("endmenu"):
             stack.pop()
-        elif match := re.match(r'rsource "(.*)"', line):
-            enclosing_menus(path.parent / match.group(1), stack, menus)
+        elif match := re.match(r'source "(.*)"', line):  # relative to the top folder
+            enclosing_menus(REPO_ROOT / match.group(1), stack, menus)
         elif match := re.match(r"(?:config|menuconfig|choice) (\w+)", line):
             if stack:
                 menus.setdefault(match.group(1), stack[-1])
