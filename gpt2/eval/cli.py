@@ -40,6 +40,11 @@ TOOL = Tool("gpt2/eval.py", __doc__.split("\n\n")[0], menus=("Evaluation",),
             symbols=("DEVICE", "DATA_DIR", "DATASET", "OUT_DIR"), extra=_own_flags)
 
 
+def build_parser(kconf=None):
+    """The command line, defaults from `kconf` (the Kconfig tree, with a .config loaded or not)."""
+    return TOOL.parser(kconf)
+
+
 @dataclass
 class Context:
     """What a task's run() gets."""
