@@ -32,7 +32,7 @@ shell-word = '$(subst ','\'',$(1))'
 arg = $(call shell-word,$(value $(1)))
 args = $(foreach word,$(value $(1)),$(call shell-word,$(word)))
 
-KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig)
+KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig gpt2/*/Kconfig)
 GENERATOR := scripts/genconfig.py lib/kconfig.py lib/options.py $(wildcard scripts/templates/*.j2)
 OUTPUTS := $(BUILD)/config.py $(BUILD)/train.args
 CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
@@ -80,8 +80,8 @@ train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when 
 sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling options [CKPT=OUT_DIR/best.pt, ARGS=...]
 	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt=$(call arg,CKPT) $(ARGS)
 
-export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=out/best.pt, OUT=export/, ARGS="--overwrite --push-to-hub user/repo"]
-	@$(PYTHON) -m scripts.export --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(if $(OUT),--out '$(OUT)') $(ARGS)
+export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=OUT_DIR/best.pt, OUT=export/, ARGS="--overwrite --export-hub-repo user/repo"]
+	@$(PYTHON) -m scripts.export $(if $(wildcard $(KCONFIG_CONFIG)),--config=$(call arg,KCONFIG_CONFIG)) --ckpt=$(call arg,CKPT) $(if $(value OUT),--export-dir=$(call arg,OUT)) $(ARGS)
 
 eval: | $(VENV_STAMP) ## score a checkpoint: HellaSwag, perplexity, lm-evaluation-harness [CKPT=OUT_DIR/best.pt, TASKS=hellaswag,ppl,harness, ARGS=...]
 	@$(PYTHON) -m scripts.eval --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' --tasks '$(TASKS)' $(ARGS)

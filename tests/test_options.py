@@ -17,12 +17,13 @@ from gpt2 import prepare_data, sample
 from gpt2.cli import TRAIN, build_parser, parse_args
 from gpt2.configs import RunConfig, config_classes
 from gpt2.errors import UsageError
+from scripts import export
 from lib.kconfig import REPO_ROOT, help_text, load_tree
 from lib.options import options, train_options
 
-TOOLS = (TRAIN, sample.TOOL, prepare_data.TOOL)
+TOOLS = (TRAIN, sample.TOOL, prepare_data.TOOL, export.TOOL)
 KCONFIG_FILES = sorted([REPO_ROOT / "Kconfig", REPO_ROOT / "Kconfig.tracking", *REPO_ROOT.glob("*/Kconfig"),
-                        *REPO_ROOT.glob("lib/*/Kconfig")])
+                        *REPO_ROOT.glob("lib/*/Kconfig"), *REPO_ROOT.glob("gpt2/*/Kconfig")])
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +248,8 @@ SCRIPT_FLAGS = {
     ("scripts/tracking/replay_journal.py", "--out-dir"): "the run whose journal is replayed",
     ("scripts/tracking/replay_journal.py", "--tracker"): "the backends to replay to",
     ("scripts/configure.py", "--tracker"): "the preset's tracker suffix (defconfig-<name>-<tracker>)",
-    ("scripts/gpu_check.py", "--input"): "the text of its own scratch runs",
+    ("scripts/gpu_check/check.py", "--input"): "the text of its own scratch runs",
+    ("scripts/gpu_check/check.py", "--deterministic"): "its runs' --deterministic, for a bit-identical resume",
     ("scripts/gpu_check/eval_reference.py", "--device"): "the device of gpu-check's reference eval (cuda)",
 }
 

@@ -10,7 +10,7 @@ offline, and lm-evaluation-harness, vLLM or the Hub after them:
   README.md                a model card: settings, data, losses, sparsity
 
 A pruned model is written with its zeros (dense tensors; the card states
-the sparsity).  Needs safetensors (and huggingface_hub for --push-to-hub),
+the sparsity).  Needs safetensors (and huggingface_hub for --export-hub-repo),
 not transformers.  The folder is written beside OUT and renamed into place
 when complete (lib/atomic.py atomic_folder): an interrupted export leaves
 no OUT that looks complete.
@@ -52,12 +52,12 @@ def check_out_folder(out, overwrite):
     """Refuse an OUT that holds anything but an earlier export unless `overwrite`."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; give a folder (it is created)")
+        raise ExportError(f"--export-dir {out} is a file; give a folder (it is created)")
     if overwrite or not out.is_dir() or not any(out.iterdir()):
         return
     held = [name for name in MODEL_FILES if (out / name).exists()]
     what = f"another model ({', '.join(held)})" if held else "other files"
-    raise ExportError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another folder")
+    raise ExportError(f"--export-dir {out} already holds {what}; pass --overwrite to replace it, or choose another folder")
 
 
 def tokenizer_config(block_size):
@@ -184,7 +184,7 @@ def push_to_hub(folder, repo, log=print):
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HfHubHTTPError
     except ImportError:
-        raise ExportError("--push-to-hub needs huggingface_hub; pip install huggingface_hub") from None
+        raise ExportError("--export-hub-repo needs huggingface_hub; pip install huggingface_hub") from None
     api = HfApi()
     try:
         api.create_repo(repo, repo_type="model", exist_ok=True)
@@ -192,6 +192,6 @@ def push_to_hub(folder, repo, log=print):
                                  commit_message="gpt2lab export")
     except (HfHubHTTPError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"--push-to-hub {repo}: upload failed ({reason[:200]}); check the network and "
+        raise ExportError(f"--export-hub-repo {repo}: upload failed ({reason[:200]}); check the network and "
                           "your token (`hf auth login`); the export itself is in " + str(folder)) from None
     log(f"uploaded {folder}/ to https://huggingface.co/{repo} ({getattr(info, 'commit_url', '')})")
