@@ -28,6 +28,7 @@ import torch
 from gpt2.data.sources import DATASETS
 from gpt2.data.tokenizer import N_VOCAB
 from gpt2.errors import UsageError
+from gpt2.eval.config import EvalConfig
 from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
 from lib.plugins import PluginConfig, from_flags
@@ -227,6 +228,7 @@ class RunConfig:
     tracking: TrackingConfig
     sampling: SamplingConfig
     health: HealthConfig
+    eval: EvalConfig
 
     @classmethod
     def from_flags(cls, flags):
@@ -244,6 +246,7 @@ class RunConfig:
             tracking=_user_error(TrackingConfig.from_flags, flags),
             sampling=from_flags(SamplingConfig, flags),
             health=from_flags(HealthConfig, flags),
+            eval=from_flags(EvalConfig, flags),
         )
 
 
@@ -255,5 +258,5 @@ def config_classes():
     from lib.trackers.registry import backend_module
 
     return [ModelConfig, DataConfig, TrainingConfig, SystemConfig, OptimizerConfig, PruningConfig,
-            TrackingConfig, SamplingConfig, HealthConfig, *(optimizer_config_class(name) for name in optimizer_names()),
+            TrackingConfig, SamplingConfig, HealthConfig, EvalConfig, *(optimizer_config_class(name) for name in optimizer_names()),
             *(backend_module(name).Config for name in backend_names())]

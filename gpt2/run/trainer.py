@@ -21,6 +21,7 @@ from gpt2.configs import RunConfig
 from gpt2.cpu.setup import CpuPath
 from gpt2.data.batches import SPLITS, Batches
 from gpt2.errors import NonFiniteLossError
+from gpt2.eval.training import hellaswag_during_training
 from gpt2.model.gpt import GPT
 from gpt2.run.checkpoint import Checkpointer, rng_state
 from gpt2.run.distributed import Distributed
@@ -165,6 +166,7 @@ class Trainer:
         if state.iter_num > 0:  # the untrained model is not worth a checkpoint
             state.best_val_loss = min(state.best_val_loss, losses["val"])
             self.save(is_best)
+        hellaswag_during_training(self)  # EVAL_HELLASWAG_INTERVAL (every rank: a collective)
         if not self.dist.is_main:
             return losses
         line = f"eval {state.iter_num} | train {losses['train']:.4f} | val {losses['val']:.4f}"

@@ -29,6 +29,7 @@ from pathlib import Path
 from lib.atomic import write_text_atomically
 from lib.trackers.journal import journal_path, journaled_points, read_journal
 from lib.errors import UserError
+from scripts.experiments.report_eval import eval_columns, eval_metrics
 
 METRICS_NAME = "metrics.json"
 SWEEP_NAME = "sweep.json"
@@ -98,6 +99,7 @@ def load_run(out_dir):
         raise ReportError(f"{metrics_file}: not a JSON object of metrics")
     start = records[starts[-1]]
     config = start.get("config") or {}
+    metrics = {**metrics, **eval_metrics(out_dir, metrics)}  # perplexity, best.eval.json (make eval)
     return Run(out_dir, "", config.get("seed"), start.get("run_name") or out_dir.name, config, metrics, points)
 
 
@@ -223,6 +225,8 @@ def table(groups, baseline):
         "point", "best val loss", "final val loss", "final train loss", "tokens/s", "MFU",
         "wall time (s)", "final sparsity", f"Δ best val vs {baseline}", "final val perplexity",
     ]  # fmt: skip
+    evals = eval_columns(groups)
+    header += [name.removeprefix("eval/").replace("_", " ") for name in evals]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for point, runs in groups.items():
         mean = _mean(runs, "best_val_loss")
@@ -244,6 +248,7 @@ def table(groups, baseline):
             _fmt(_mean(runs, "sparsity"), "{:.4f}"),
             delta,
             final_val_perplexity(runs),
+            *(_spread(runs, name) for name in evals),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
