@@ -21,7 +21,7 @@ field is a flag and every flag is a field, so an option that reaches no code
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -131,18 +131,10 @@ class TrainingConfig:
     out_dir: str
     resume: bool
     json_output: str
-    # The schedule's peak: LEARNING_RATE, whose one field is OptimizerConfig's
-    # (lib/optim, where it is validated); RunConfig.from_flags copies it here.
-    learning_rate: float = field(default=None, metadata={"derived": True})
+    # The schedule's peak is LEARNING_RATE, OptimizerConfig's (lib/optim,
+    # where it is validated); RunConfig checks MIN_LR against it.
 
     def __post_init__(self):
-        if self.learning_rate is None:
-            raise TypeError("TrainingConfig needs learning_rate: build it with RunConfig.from_flags")
-        if self.min_lr > self.learning_rate:
-            raise UsageError(
-                f"--min-lr {self.min_lr:g} is above --learning-rate {self.learning_rate:g}; "
-                "the schedule decays from the learning rate down to min-lr"
-            )
         # Found before training rather than when the JSON is written at the end.
         if self.json_output and os.path.isdir(self.json_output):
             raise UsageError(f"--json-output {self.json_output} is a folder; give a file path such as out/metrics.json")
@@ -230,6 +222,13 @@ class RunConfig:
     health: HealthConfig
     eval: EvalConfig
 
+    def __post_init__(self):
+        if self.training.min_lr > self.optimizer.learning_rate:
+            raise UsageError(
+                f"--min-lr {self.training.min_lr:g} is above --learning-rate {self.optimizer.learning_rate:g}; "
+                "the schedule decays from the learning rate down to min-lr"
+            )
+
     @classmethod
     def from_flags(cls, flags):
         """From train.py's parsed flags (a dict, e.g. vars(args))."""
@@ -238,7 +237,7 @@ class RunConfig:
         return cls(
             model=from_flags(ModelConfig, flags),
             data=from_flags(DataConfig, flags),
-            training=from_flags(TrainingConfig, flags, learning_rate=optimizer.learning_rate),
+            training=from_flags(TrainingConfig, flags),
             system=from_flags(SystemConfig, flags),
             optimizer=optimizer,
             optimizer_own=_user_error(from_flags, own_class, flags),

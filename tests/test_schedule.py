@@ -55,5 +55,5 @@ def test_a_run_follows_the_wsd_schedule(shakespeare_data, shakespeare_path, tmp_
     # step i's line shows the lr of step i - 1: warmup 2 (1/3, 2/3), peak until 5, then 1e-3 -> 1e-4 over 5 steps
     training = type("T", (), dict(lr_schedule="wsd", learning_rate=1e-3, min_lr=1e-4, warmup_iters=2,
                                   decay_iters=10, lr_decay_fraction=0.5, lr_decay_shape="linear"))
-    assert lrs == [pytest.approx(float(f"{build_schedule(training)(i):.2e}")) for i in range(10)]
+    assert lrs == [pytest.approx(float(f"{build_schedule(training, training.learning_rate)(i):.2e}")) for i in range(10)]
     assert lrs[2:5] == [1e-3] * 3 and lrs[5] == pytest.approx(1e-3) and lrs[9] == pytest.approx(2.8e-4)

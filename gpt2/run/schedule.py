@@ -70,11 +70,12 @@ def constant(iteration, *, max_lr, warmup_iters, **_):
 SCHEDULES = {"cosine": learning_rate, "wsd": warmup_stable_decay, "constant": constant}
 
 
-def build_schedule(training):
-    """iteration -> learning rate, for a TrainingConfig (gpt2/configs.py)."""
+def build_schedule(training, max_lr):
+    """iteration -> learning rate, for a TrainingConfig (gpt2/configs.py)
+    and the peak `max_lr` (LEARNING_RATE, the optimizer's)."""
     return functools.partial(
         SCHEDULES[training.lr_schedule],
-        max_lr=training.learning_rate,
+        max_lr=max_lr,
         min_lr=training.min_lr,
         warmup_iters=training.warmup_iters,
         decay_iters=training.decay_iters,

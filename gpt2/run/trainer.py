@@ -253,7 +253,7 @@ class Trainer:
     @functools.cached_property
     def schedule(self):
         """iteration -> learning rate: --lr-schedule (gpt2/run/schedule.py), built once."""
-        return build_schedule(self.cfg.training)
+        return build_schedule(self.cfg.training, self.cfg.optimizer.learning_rate)
 
     def fit(self, stop=None):
         """Train until --max-iters, --max-time or a stop signal (`stop`:
