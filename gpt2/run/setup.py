@@ -22,6 +22,8 @@ from gpt2.data.batches import Batches
 from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
 from gpt2.errors import UsageError
 from gpt2.model.pretrained import build_model
+from gpt2.run.batch_probe import MAX_BATCH, auto_batch_size
+from gpt2.run.batch_size import plan_batch
 from gpt2.run.checkpoint import LATEST, Checkpointer, load_checkpoint, set_rng_state
 from gpt2.run.distributed import cuda_index
 from gpt2.run.health import run_health
@@ -143,16 +145,16 @@ def check_output_paths(training):
         ) from None
 
 
-def micro_steps_per_rank(training, dist):
-    """GRADIENT_ACCUMULATION_STEPS is the total over all ranks (as nanoGPT):
-    the global batch stays the same whatever the number of processes."""
-    steps, ranks = training.gradient_accumulation_steps, dist.world_size
-    if steps % ranks:
-        raise UsageError(
-            f"--gradient-accumulation-steps {steps} is not a multiple of the {ranks} processes; "
-            f"it is the total over all processes, so use a multiple of {ranks}"
-        )
-    return steps // ranks
+def batch_plan(cfg, precision, dist, device, log):
+    """(BatchPlan, BATCH_SIZE_AUTO's record or None): the micro-batch and
+    accumulation of each rank (gpt2/run/batch_size.py), the micro-batch
+    probed first on CUDA with --batch-size-auto (gpt2/run/batch_probe.py).
+    A collective."""
+    training, block = cfg.training, cfg.model.block_size
+    plan = plan_batch(training, block, dist.world_size)  # a total that does not divide: before any probing
+    upper = plan.sequences_per_rank if training.total_batch_tokens else MAX_BATCH
+    size, record = auto_batch_size(cfg, precision, dist, device, log, upper=upper)
+    return (plan_batch(training, block, dist.world_size, batch_size=size) if size else plan), record
 
 
 def build_training(cfg, device):
@@ -189,7 +191,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     cpu = cpu_setup.choose(cfg.system, precision, device, dist, checkpoint and checkpoint.cpu_matmul, log)
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
-    micro_steps = micro_steps_per_rank(training, dist)
+    plan, batch_record = batch_plan(cfg, precision, dist, device, log)
     if checkpoint:
         checkpoint.check_compatible(asdict(config), {"optimizer": cfg.optimizer.optimizer,
                                                    "pruning_method": cfg.pruning.pruning_method})
@@ -197,26 +199,27 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     batches = Batches(
         data_dir,
         block_size=config.block_size,
-        batch_size=training.batch_size,
+        batch_size=plan.batch_size,
         device=device,
-        train_seed=training.seed + 1 + dist.rank,  # each rank its own batches
+        # TOTAL_BATCH_TOKENS: every rank draws the whole step, reads its part;
+        # else each rank its own batches.
+        train_seed=training.seed + 1 + (0 if training.total_batch_tokens else dist.rank),
         eval_seed=training.seed,  # every eval, on every rank, the same batches
+        shard=(dist.rank, dist.world_size, plan.micro_steps) if training.total_batch_tokens else None,
     )
     raw_model, optimizer, pruner = build_training(cfg, device)
     cpu_setup.attach(raw_model, cpu, cfg.system)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == "float16")
     model = wrap_for_training(raw_model, precision, dist, device)
     eval_model = torch.compile(raw_model) if precision.compile else raw_model
-    tokens_per_iter = training.batch_size * config.block_size * training.gradient_accumulation_steps
+    tokens_per_iter = plan.tokens_per_iter
     log(
         f"model {cfg.model.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
         f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "
         f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{cpu.note()} | "
-        f"{tokens_per_iter:,} tokens/iter = {training.batch_size} batch x {config.block_size} block x "
-        f"{training.gradient_accumulation_steps} accumulation"
-        + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
+        f"{plan.describe()}"
     )
-    facts = run_facts(cfg, precision, dist, device, raw_model, batches)
+    facts = {**run_facts(cfg, precision, dist, device, raw_model, batches), "batch_size_auto": batch_record}
     if trackers:
         trackers = open_run_trackers(cfg, dist, flags, train_args, facts,
                                      checkpoint.trackers if checkpoint else tracker_state)
@@ -236,7 +239,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
         cfg=cfg, precision=precision, dist=dist, device=device,
         raw_model=raw_model, model=model, eval_model=eval_model,
         optimizer=optimizer, pruner=pruner, scaler=scaler, batches=batches,
-        micro_steps=micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
+        micro_steps=plan.micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
         mfu=mfu_meter(device, precision.dtype, cpu.flops, dist.world_size) if dist.is_main else None,
         health=run_health(cfg, raw_model, device), sampler=training_sampler(cfg, dist),
         trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record), log=log,

@@ -270,7 +270,10 @@ class Trainer:
                 compiling = False
                 interval_start, interval_iters = self.exclude_compile_step(loss, interval_start, interval_iters)
             if state.iter_num % training.log_interval == 0:
-                loss_value = loss.item()  # host-device syncs happen only here, once per log interval
+                # The whole batch's mean over the ranks (a collective: every
+                # rank is here at the same step); host-device syncs happen
+                # only here, once per log interval.
+                loss_value = (self.dist.all_reduce_sum(loss.clone()) / self.dist.world_size).item()
                 self.check_finite([loss_value], "the training loss")
                 if self.dist.is_main:
                     self.report_progress(loss_value, lr, (time.time() - interval_start) / interval_iters)
