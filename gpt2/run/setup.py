@@ -24,7 +24,8 @@ from gpt2.errors import UsageError
 from gpt2.model.pretrained import build_model
 from gpt2.run.batch_probe import MAX_BATCH, auto_batch_size
 from gpt2.run.batch_size import plan_batch
-from gpt2.run.checkpoint import LATEST, Checkpointer, load_checkpoint, set_rng_state
+from gpt2.run.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, set_rng_state
+from gpt2.run.checkpoint_source import resolve_resume_from
 from gpt2.run.distributed import cuda_index
 from gpt2.run.health import run_health
 from gpt2.run.mfu import mfu_meter
@@ -242,7 +243,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
         micro_steps=plan.micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
         mfu=mfu_meter(device, precision.dtype, cpu.flops, dist.world_size) if dist.is_main else None,
         health=run_health(cfg, raw_model, device), sampler=training_sampler(cfg, dist),
-        trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record), log=log,
+        trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record, keep=training.ckpt_keep), log=log,
     )  # fmt: skip
     if checkpoint:
         trainer.checkpoints.restore(checkpoint, trainer.state)
@@ -265,19 +266,22 @@ def wrap_for_training(raw_model, precision, dist, device):
 
 def resume_point(training, log):
     """(checkpoint, tracker state) that --resume continues from: the
-    checkpoint in --out-dir; or, for a run stopped before its first
+    latest complete checkpoint in --out-dir (or --resume-from's: a file or
+    a tracker artifact); or, for a run stopped before its first
     checkpoint (the journal shows it started), no checkpoint, so training
     starts again from step 0, but the same tracker runs, so a tracker holds
     each step once.  (None, None) without --resume."""
+    if training.resume_from:
+        return resolve_resume_from(training.resume_from, log), None
     if not training.resume:
         return None, None
-    if not (Path(training.out_dir) / LATEST).is_file():
+    if not has_checkpoint(training.out_dir):
         state = journal_state(training.out_dir)
         if state is not None:
             log(f"notice: --resume: no checkpoint in {training.out_dir} yet; training starts again from "
                 f"step 0 and continues tracker run {state['run_name']}")
             return None, state
-    return load_checkpoint(training.out_dir), None
+    return load_checkpoint(training.out_dir, log), None
 
 
 def resume_rng(trainer, checkpoint):

@@ -151,7 +151,19 @@ class Trainer:
         resumed DDP run continues each rank's batches too; rank 0 writes)."""
         rng = self.dist.gather({"global": rng_state(), "batches": self.batches.state_dict()})
         if self.dist.is_main:
-            self.checkpoints.save(self.state, rng, is_best)
+            self.checkpoints.save(self.state, rng, is_best, step=self.step_checkpoint_due())
+
+    def step_checkpoint_due(self):
+        """Whether this step also gets a step checkpoint (CKPT_INTERVAL)."""
+        interval = self.cfg.training.ckpt_interval
+        return interval > 0 and self.state.iter_num % interval == 0
+
+    def save_step(self, loss):
+        """A CKPT_INTERVAL checkpoint between evaluations (a collective)."""
+        self.check_finite([loss.item()], "the training loss")
+        self.save(is_best=False)
+        if self.dist.is_main:
+            self.log(f"checkpoint {self.state.iter_num} | step checkpoint")
 
     def evaluate(self):
         """Estimate losses (every rank its share), then checkpoint (rank 0)
@@ -287,6 +299,8 @@ class Trainer:
             elif done or state.iter_num % training.eval_interval == 0:
                 losses = self.evaluate()
                 interval_start, interval_iters = time.time(), 0
+            elif self.step_checkpoint_due():
+                self.save_step(loss)
         state.training_time = base_time + time.time() - session_start
         return losses, stopped_by
 

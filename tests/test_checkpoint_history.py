@@ -1,0 +1,114 @@
+"""Checkpoint history: step checkpoints every CKPT_INTERVAL steps, the last
+CKPT_KEEP kept (the oldest removed only once the new one is complete);
+--resume continues from the latest complete checkpoint, --resume-from from
+a chosen one, refused with one line for another model shape."""
+
+import contextlib
+import io
+import re
+
+import pytest
+import torch
+from train_support import TINY, shakespeare_flags
+
+from gpt2.run import checkpoint as checkpoint_module
+from gpt2.run.checkpoint import Checkpointer, load, step_checkpoints
+from gpt2.run.state import TrainState
+from gpt2.train import main
+
+
+def flags(data_dir, input_path, out_dir, *more):
+    return [*TINY, *shakespeare_flags(data_dir, input_path), "--out-dir", str(out_dir), "--seed", "5",
+            "--eval-interval", "5", "--ckpt-interval", "2", "--ckpt-keep", "2", *more]
+
+
+def iter_losses(text):
+    return {int(n): loss for n, loss in re.findall(r"^iter (\d+) \| loss ([\d.]+)", text, re.M)}
+
+
+def iter_of(path):
+    return load(path, keys=("iter_num",), missing_hint="", damaged_hint="").iter_num
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, shakespeare_data, shakespeare_path):
+    """6 steps, a step checkpoint every 2, the last 2 kept."""
+    out = tmp_path_factory.mktemp("history") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(flags(shakespeare_data, shakespeare_path, out, "--max-iters", "6")) == 0
+    return out, printed.getvalue()
+
+
+def test_step_checkpoints_every_interval_keep_the_last_ones(history):
+    out, printed = history
+    assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "ckpt-000004.pt", "ckpt-000006.pt", "ckpt.pt"]
+    assert [iter_of(p) for p in step_checkpoints(out)] == [4, 6]
+    assert iter_of(out / "ckpt.pt") == 6 and iter_of(out / "best.pt") in (5, 6)  # evaluations at 5 and 6
+    assert "checkpoint 2 | step checkpoint" in printed and "checkpoint 4 | step checkpoint" in printed
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resume_from_a_chosen_checkpoint_continues_exactly(history, shakespeare_data, shakespeare_path, tmp_path,
+                                                          capsys):
+    out, printed = history
+    again = tmp_path / "again"
+    argv = flags(shakespeare_data, shakespeare_path, again, "--max-iters", "6",
+                 "--resume-from", str(out / "ckpt-000004.pt"))
+    assert main(argv) == 0
+    resumed = capsys.readouterr().out
+    assert f"resuming from {out / 'ckpt-000004.pt'} at iter 4" in resumed
+    assert iter_losses(resumed) == {n: v for n, v in iter_losses(printed).items() if n > 4}
+    assert iter_of(again / "ckpt.pt") == 6
+
+
+def test_resume_takes_the_newest_complete_checkpoint(history, shakespeare_data, shakespeare_path, tmp_path, capsys):
+    out, _ = history
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("ckpt-000004.pt", "ckpt-000006.pt"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    (copy / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:1000])  # a damaged latest
+    assert main(flags(shakespeare_data, shakespeare_path, copy, "--max-iters", "7", "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from ckpt-000006.pt, the newest complete checkpoint" in printed
+    assert f"resuming from {copy / 'ckpt-000006.pt'} at iter 6" in printed and list(iter_losses(printed)) == [7]
+
+
+def test_resume_from_another_model_shape_is_one_line(history, shakespeare_data, shakespeare_path, tmp_path, capsys):
+    out, _ = history
+    other = tmp_path / "other"
+    argv = flags(shakespeare_data, shakespeare_path, other, "--n-embd", "64", "--resume-from", str(out / "ckpt.pt"))
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == (f"error: --resume-from: {out / 'ckpt.pt'} was trained with other settings (n_embd 32 -> 64); "
+                     "resume with the original flags, or start a new --out-dir")
+    assert not list(other.glob("*.pt"))
+    assert main(flags(shakespeare_data, shakespeare_path, other, "--resume-from", str(tmp_path / "nope.pt"))) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: --resume-from: no checkpoint at {tmp_path / 'nope.pt'}")
+
+
+class Part:
+    def state_dict(self):
+        return {"w": torch.zeros(2)}
+
+
+def test_the_oldest_is_removed_only_after_the_new_one_is_complete(tmp_path, monkeypatch):
+    checkpoints = Checkpointer(tmp_path, {"model": Part()}, lambda: {}, keep=2)
+    state = TrainState()
+    for step in (1, 2):
+        state.iter_num = step
+        checkpoints.save(state, [], is_best=False, step=True)
+    assert [p.name for p in step_checkpoints(tmp_path)] == ["ckpt-000001.pt", "ckpt-000002.pt"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+    state.iter_num = 3
+    with pytest.raises(OSError):
+        checkpoints.save(state, [], is_best=False, step=True)
+    assert [p.name for p in step_checkpoints(tmp_path)] == ["ckpt-000001.pt", "ckpt-000002.pt"]
+    monkeypatch.undo()
+    checkpoints.save(state, [], is_best=False, step=True)
+    assert [p.name for p in step_checkpoints(tmp_path)] == ["ckpt-000002.pt", "ckpt-000003.pt"]
