@@ -36,6 +36,7 @@ from gpt2.errors import UsageError
 from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.run.checkpoint import BEST, UnreadableCheckpoint, read_checkpoint_file
+from gpt2.run.checkpoint_source import checkpoint_path
 from lib.progress import Progress
 
 SEPARATOR = "-" * 40
@@ -124,7 +125,8 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         device = pick_device(args.device)
-        ckpt = args.ckpt or str(Path(args.out_dir) / BEST)
+        # A file, or a tracker artifact reference (trackio:P/checkpoint-R:best, docs/tracking.md).
+        ckpt = checkpoint_path(args.ckpt or str(Path(args.out_dir) / BEST))
         model, iter_num = load_model(ckpt, device)
         prompt = read_prompt(args.sample_prompt)
         generator = torch.Generator(device=device).manual_seed(args.sample_seed)

@@ -232,6 +232,11 @@ class Checkpointer:
             **self.record(),
         }
 
+    @property
+    def latest(self):
+        """The file the latest checkpoint is in."""
+        return self.out_dir / LATEST
+
     def save(self, train_state, rng, is_best, step=False):
         """Write out_dir/ckpt.pt, and best.pt if `is_best`; `step`: also the
         step checkpoint ckpt-NNNNNN.pt, then remove the oldest beyond the

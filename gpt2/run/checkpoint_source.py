@@ -1,5 +1,5 @@
 """Where a checkpoint comes from: a file, or a tracker artifact
-(TRACKER_LOG_CHECKPOINTS, lib/trackers/artifacts.py) named by a reference
+(LOG_CHECKPOINTS, lib/trackers/artifacts.py) named by a reference
 such as wandb:entity/project/checkpoints-R:best or trackio:P/checkpoints-R:latest.
 --resume-from, `make sample` (--ckpt), `make reproduce` and eval take either.
 """

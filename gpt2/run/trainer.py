@@ -152,6 +152,8 @@ class Trainer:
         rng = self.dist.gather({"global": rng_state(), "batches": self.batches.state_dict()})
         if self.dist.is_main:
             self.checkpoints.save(self.state, rng, is_best, step=self.step_checkpoint_due())
+            if self.cfg.tracking.log_checkpoints:  # LOG_CHECKPOINTS: lib/trackers/artifacts.py
+                self.trackers.log_checkpoint(self.checkpoints.latest, is_best)
 
     def step_checkpoint_due(self):
         """Whether this step also gets a step checkpoint (CKPT_INTERVAL)."""
