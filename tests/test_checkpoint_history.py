@@ -1,24 +1,32 @@
 """Checkpoint history: step checkpoints every CKPT_INTERVAL steps, the last
 CKPT_KEEP kept (the oldest removed only once the new one is complete);
 --resume continues from the latest complete checkpoint, --resume-from from
-a chosen one, refused with one line for another model shape."""
+a chosen one, refused with one line for another model shape; checkpoints
+logged as tracker artifacts (W&B offline, Trackio) and resumed from."""
 
 import contextlib
 import io
+import json
 import re
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 import torch
+from tracking_support import REPO_ROOT, own_env
 from train_support import TINY, shakespeare_flags
 
 from gpt2.run import checkpoint as checkpoint_module
 from gpt2.run.checkpoint import Checkpointer, load, step_checkpoints
 from gpt2.run.state import TrainState
 from gpt2.train import main
+from lib.trackers.artifacts import offline_artifacts, resolve_artifact
 
 
 def flags(data_dir, input_path, out_dir, *more):
     return [*TINY, *shakespeare_flags(data_dir, input_path), "--out-dir", str(out_dir), "--seed", "5",
+            "--sample-interval", "0",
             "--eval-interval", "5", "--ckpt-interval", "2", "--ckpt-keep", "2", *more]
 
 
@@ -112,3 +120,62 @@ def test_the_oldest_is_removed_only_after_the_new_one_is_complete(tmp_path, monk
     monkeypatch.undo()
     checkpoints.save(state, [], is_best=False, step=True)
     assert [p.name for p in step_checkpoints(tmp_path)] == ["ckpt-000002.pt", "ckpt-000003.pt"]
+
+
+# ----------------------------------------------------------------------
+# Checkpoints as tracker artifacts (LOG_CHECKPOINTS)
+
+
+def tracked_command(data_dir, input_path, out_dir, *more):
+    return [sys.executable, "-m", "gpt2.train", *TINY, *shakespeare_flags(data_dir, input_path), "--seed", "5",
+            "--tracker", "trackio,wandb", "--tracker-project", "P", "--log-checkpoints", "--sample-interval", "0",
+            "--out-dir", str(out_dir), "--eval-interval", "2", *more]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, shakespeare_data, shakespeare_path):
+    """Run R: 4 steps, a checkpoint (and an artifact version) at 2 and 4."""
+    root = tmp_path_factory.mktemp("artifacts")
+    env = {**own_env(), "TRACKIO_DIR": str(root / "trackio"), "WANDB_DIR": str(root)}
+    command = tracked_command(shakespeare_data, shakespeare_path, root / "out", "--tracker-run-name", "R",
+                              "--max-iters", "4")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, env, result.stdout
+
+
+def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(artifacts, monkeypatch):
+    root, env, _ = artifacts
+    monkeypatch.setenv("WANDB_DIR", str(root))
+    versions = offline_artifacts(root / "wandb", "P", "checkpoint-R")
+    assert len(versions) == 2 and all(set(contents) == {"ckpt.pt"} for _, contents in versions)
+    assert "latest" in versions[-1][0] and any("best" in aliases for aliases, _ in versions)
+    assert iter_of(resolve_artifact("wandb:P/checkpoint-R:latest")) == 4
+    assert iter_of(resolve_artifact("wandb:P/checkpoint-R:v0")) == 2
+    db = sqlite3.connect(root / "trackio" / "P.db")
+    rows = db.execute("SELECT a.name, v.version, v.manifest FROM artifacts a JOIN artifact_versions v "
+                      "ON v.artifact_id = a.id ORDER BY v.version").fetchall()
+    assert [(name, version) for name, version, _ in rows] == [("checkpoint-R", 0), ("checkpoint-R", 1)]
+    assert all([entry["path"] for entry in json.loads(manifest)] == ["ckpt.pt"] for _, _, manifest in rows)
+    aliases = dict(db.execute("SELECT alias, v.version FROM artifact_aliases s JOIN artifact_versions v "
+                              "ON v.id = s.artifact_version_id").fetchall())
+    assert aliases["latest"] == 1 and aliases["best"] in (0, 1)
+
+
+def test_resuming_from_an_artifact_gives_the_same_losses(artifacts, shakespeare_data, shakespeare_path, tmp_path):
+    root, env, original = artifacts
+    command = tracked_command(shakespeare_data, shakespeare_path, tmp_path / "again", "--tracker-run-name", "R2",
+                              "--max-iters", "4", "--resume-from", "trackio:P/checkpoint-R:v0")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at iter 2" in result.stdout
+    assert iter_losses(result.stdout) == {n: v for n, v in iter_losses(original).items() if n > 2}
+    # A reference that names nothing: one line, nothing written.
+    command = tracked_command(shakespeare_data, shakespeare_path, tmp_path / "none", "--max-iters", "4",
+                              "--resume-from", "trackio:P/checkpoint-nothing:best")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: --resume-from trackio:P/checkpoint-nothing:best: no artifact checkpoint-nothing:best in Trackio "
+        f"project P ({root / 'trackio' / 'P.db'})"]
+    assert not list((tmp_path / "none").glob("*.pt"))
