@@ -20,6 +20,7 @@ from train_support import TINY, shakespeare_flags
 from gpt2.run import checkpoint as checkpoint_module
 from gpt2.run.checkpoint import Checkpointer, load, step_checkpoints
 from gpt2.run.state import TrainState
+from gpt2.sample import main as sample_main
 from gpt2.train import main
 from lib.trackers.artifacts import offline_artifacts, resolve_artifact
 
@@ -144,7 +145,7 @@ def artifacts(tmp_path_factory, shakespeare_data, shakespeare_path):
     return root, env, result.stdout
 
 
-def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(artifacts, monkeypatch):
+def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(artifacts, monkeypatch, capsys):
     root, env, _ = artifacts
     monkeypatch.setenv("WANDB_DIR", str(root))
     versions = offline_artifacts(root / "wandb", "P", "checkpoint-R")
@@ -152,6 +153,10 @@ def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(a
     assert "latest" in versions[-1][0] and any("best" in aliases for aliases, _ in versions)
     assert iter_of(resolve_artifact("wandb:P/checkpoint-R:latest")) == 4
     assert iter_of(resolve_artifact("wandb:P/checkpoint-R:v0")) == 2
+    # `make sample` (gpt2/sample.py --ckpt) takes the reference too.
+    assert sample_main(["--ckpt", "wandb:P/checkpoint-R:best", "--device", "cpu", "--num-samples", "1",
+                        "--max-new-tokens", "3"]) == 0
+    assert re.search(r"tokens from \S+ \(iter [24]\)", capsys.readouterr().err)
     db = sqlite3.connect(root / "trackio" / "P.db")
     rows = db.execute("SELECT a.name, v.version, v.manifest FROM artifacts a JOIN artifact_versions v "
                       "ON v.artifact_id = a.id ORDER BY v.version").fetchall()
