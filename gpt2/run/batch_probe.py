@@ -82,19 +82,22 @@ def cuda_trial(cfg, precision, device):
 
     config = cfg.model.gpt_config()
     total = torch.cuda.get_device_properties(device).total_memory
+    held = {}  # the probe's model, built once (and compiled once) for every size; close() frees it
 
     def trial(size):
-        model = optimizer = x = loss = None
+        x = loss = None
         try:
             torch.cuda.reset_peak_memory_stats(device)
-            model = GPT(config).to(device)
-            optimizer = build_optimizer(model, cfg.optimizer, cfg.optimizer_own)
-            step_model = torch.compile(model) if precision.compile else model
+            if not held:
+                model = GPT(config).to(device)
+                held.update(model=model, optimizer=build_optimizer(model, cfg.optimizer, cfg.optimizer_own),
+                            step_model=torch.compile(model) if precision.compile else model,
+                            scaler=torch.amp.GradScaler("cuda", enabled=precision.dtype == "float16"))
+            optimizer, scaler = held["optimizer"], held["scaler"]
             x = torch.randint(config.vocab_size, (size, config.block_size), device=device)
-            scaler = torch.amp.GradScaler("cuda", enabled=precision.dtype == "float16")
             for _ in range(2):  # the second step runs with the optimizer's state allocated
                 with precision.autocast():
-                    loss = step_model(x, x)[1]
+                    loss = held["step_model"](x, x)[1]
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -104,8 +107,11 @@ def cuda_trial(cfg, precision, device):
             if peak > MEMORY_MARGIN * total:
                 raise DoesNotFit(f"{size}: {peak / 2**30:.1f} GiB of {total / 2**30:.1f}")
         finally:
-            del model, optimizer, x, loss
+            del x, loss
+            if held:
+                held["optimizer"].zero_grad(set_to_none=True)  # an out-of-memory mid-backward leaves gradients
 
+    trial.close = held.clear
     return trial
 
 
@@ -136,9 +142,15 @@ def auto_batch_size(cfg, precision, dist, device, log, upper=MAX_BATCH, trial=No
     if trial is None and device.type != "cuda":
         log(f"notice: --batch-size-auto probes a GPU; on {device.type} --batch-size {training.batch_size} is used")
         return None, {"auto": True, "probed": False, "batch_size": training.batch_size}
-    fits = fits_by_trial(trial or cuda_trial(cfg, precision, device))
+    trial = trial or cuda_trial(cfg, precision, device)
+    fits = fits_by_trial(trial)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         local = largest_fitting(fits, upper)
+    getattr(trial, "close", lambda: None)()  # the probe's model and optimizer go before the run's are built
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     problem = None
     if local == 0:
         config = cfg.model.gpt_config()

@@ -13,6 +13,8 @@ Only the GPU steps import torch's CUDA side; every API they use exists in
 torch 2.4 (the oldest pyproject.toml allows), so torch 2.11 has them.
 """
 
+import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -264,6 +266,33 @@ def ddp_step(ctx):
             + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}  # fmt: skip
 
 
+BATCH_AUTO_STEPS = 2
+BATCH_AUTO_LINE = re.compile(r"^batch size auto: (\d+) sequences per micro-batch", re.M)
+
+
+def batch_auto_step(ctx):
+    """BATCH_SIZE_AUTO's real probe (gpt2/run/batch_probe.py): the preset
+    with --batch-size-auto for BATCH_AUTO_STEPS steps, trying full steps at
+    growing micro-batches until one runs out of memory; the size found, the
+    sizes tried, and the run's provenance record of them."""
+    ctx.prepare()
+    name = "batch_auto"
+    flags = ctx.flags(name, BATCH_AUTO_STEPS, extra=["--batch-size-auto", "--eval-interval", "1000"])
+    done = runs.run(runs.train_command(ctx.build, flags), ctx.env(), ctx.remaining())
+    found = BATCH_AUTO_LINE.search(done.output)
+    record = None
+    journal = ctx.work / name / "tracking.jsonl"
+    if journal.is_file():
+        first = json.loads(journal.read_text().splitlines()[0])
+        record = (first.get("config") or {}).get("provenance", {}).get("batch_size_auto")
+    size = int(found.group(1)) if found else None
+    ok = done.status == 0 and size is not None and bool(record) and record.get("batch_size") == size
+    ctx.figures.update(batch_size_auto=size)
+    summary = f"micro-batch {size} for the preset (sizes tried: {(record or {}).get('tried')})"
+    return {"exit": done.status, "batch_size": size, "record": record, "ok": ok,
+            "summary": summary + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}
+
+
 # (name, budget in seconds on one H200, function): docs/benchmarks.md derives
 # each budget.  ddp runs only with 2+ GPUs; on one its 0.1 s is the skip.
 STEPS = [
@@ -274,6 +303,7 @@ STEPS = [
     ("preset", 150, preset_step),
     ("resume", 140, resume_step),
     ("ddp", 90, ddp_step),
+    ("batch_auto", 120, batch_auto_step),
 ]
 STEP_NAMES = [name for name, _, _ in STEPS]
 
