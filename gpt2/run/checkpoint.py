@@ -117,9 +117,9 @@ class Checkpoint:
                     if self.args[name] != settings[name]]
         if changed:
             raise UsageError(
-                f"{self.flag}: {self.path} was trained with other settings ("
+                f"{self.flag}: the checkpoint was trained with other settings ("
                 + ", ".join(changed)
-                + "); resume with the original flags, or start a new --out-dir"
+                + "); resume with the original flags or start a new --out-dir"
             )
 
 
