@@ -20,9 +20,19 @@ TRACKER ?=
 PORT ?=
 ARGS ?=
 SWEEPS ?= sweeps
+JOBS ?= 1
 export KCONFIG_CONFIG
 
-KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig)
+# Every user value reaches its script as one shell word holding exactly the
+# string given: $(call arg,RUN) is RUN's unexpanded value (so make runs no
+# $(...) in it either) in single quotes, each ' in it written '\''.  Given
+# as --flag=VALUE, a value starting with "-" is not taken for an option.
+# $(call args,RUNS): a space-separated list, one such word per item.
+shell-word = '$(subst ','\'',$(1))'
+arg = $(call shell-word,$(value $(1)))
+args = $(foreach word,$(value $(1)),$(call shell-word,$(word)))
+
+KCONFIG_FILES := $(wildcard Kconfig Kconfig.* */Kconfig */Kconfig.* lib/*/Kconfig gpt2/*/Kconfig)
 GENERATOR := scripts/genconfig.py lib/kconfig.py lib/options.py $(wildcard scripts/templates/*.j2)
 OUTPUTS := $(BUILD)/config.py $(BUILD)/train.args
 CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-dir $(BUILD)
@@ -38,7 +48,7 @@ menuconfig: | $(VENV_STAMP) ## edit .config in a terminal menu (S saves, Q quits
 	@$(CONFIGURE) menuconfig
 
 defconfig-%: | $(VENV_STAMP) ## .config from gpt2/defconfigs/<name> (or <name>-<tracker>) plus defaults [TRACKER=...]
-	@$(CONFIGURE) defconfig $* --tracker '$(TRACKER)'
+	@$(CONFIGURE) defconfig $* --tracker=$(call arg,TRACKER)
 
 list-defconfigs: | $(VENV_STAMP) ## list the presets with a one-line description each
 	@$(CONFIGURE) list-defconfigs
@@ -68,25 +78,25 @@ train: $(OUTPUTS) | $(VENV_STAMP) ## train with build/train.args (torchrun when 
 	@$(PYTHON) -m scripts.launch --build-dir $(BUILD) -- $(ARGS)
 
 sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling options [CKPT=OUT_DIR/best.pt, ARGS=...]
-	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(ARGS)
+	@$(PYTHON) -m scripts.sample --config $(KCONFIG_CONFIG) --ckpt=$(call arg,CKPT) $(ARGS)
 
-export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=out/best.pt, OUT=export/, ARGS="--overwrite --push-to-hub user/repo"]
-	@$(PYTHON) -m scripts.export --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' $(if $(OUT),--out '$(OUT)') $(ARGS)
+export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=OUT_DIR/best.pt, OUT=export/, ARGS="--overwrite --export-hub-repo user/repo"]
+	@$(PYTHON) -m scripts.export $(if $(wildcard $(KCONFIG_CONFIG)),--config=$(call arg,KCONFIG_CONFIG)) --ckpt=$(call arg,CKPT) $(if $(value OUT),--export-dir=$(call arg,OUT)) $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
-	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port '$(PORT)'
+	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port=$(call arg,PORT)
 
 wandb-sync: | $(VENV_STAMP) ## upload offline W&B runs [ARGS=...]
 	@$(PYTHON) -m scripts.tracking.wandb_sync $(ARGS)
 
 reproduce: | $(VENV_STAMP) ## re-create a tracked run from its record [RUN=name|id|out-dir, STRICT=1]
-	@$(PYTHON) -m scripts.experiments.reproduce '$(RUN)' $(if $(STRICT),--strict) $(ARGS)
+	@$(PYTHON) -m scripts.experiments.reproduce $(if $(value STRICT),--strict) $(ARGS) -- $(call arg,RUN)
 
 sweep: | $(VENV_STAMP) ## run every point of a sweep, then its report [SWEEP=file | BASE= VARY= SEEDS=; JOBS=, NAME=, ARGS=]
-	@$(PYTHON) -m scripts.experiments.sweep --file '$(SWEEP)' --base '$(BASE)' --vary '$(VARY)' --seeds '$(SEEDS)' --jobs '$(or $(JOBS),1)' --name '$(NAME)' --root '$(SWEEPS)' -- $(ARGS)
+	@$(PYTHON) -m scripts.experiments.sweep --file=$(call arg,SWEEP) --base=$(call arg,BASE) --vary=$(call arg,VARY) --seeds=$(call arg,SEEDS) --jobs=$(call arg,JOBS) --name=$(call arg,NAME) --root=$(call arg,SWEEPS) -- $(ARGS)
 
 report: | $(VENV_STAMP) ## report.md, report.csv and plots of a sweep or of runs [SWEEP_DIR=dir | RUNS="dirs" REPORT_DIR=dir; BASELINE=point, TRACK=1]
-	@$(PYTHON) -m scripts.experiments.report $(if $(SWEEP_DIR),--sweep '$(SWEEP_DIR)') $(if $(RUNS),--runs $(RUNS)) $(if $(REPORT_DIR),--out '$(REPORT_DIR)') $(if $(BASELINE),--baseline '$(BASELINE)') $(if $(TRACK),--track)
+	@$(PYTHON) -m scripts.experiments.report $(if $(value SWEEP_DIR),--sweep=$(call arg,SWEEP_DIR)) $(if $(value RUNS),--runs $(call args,RUNS)) $(if $(value REPORT_DIR),--out=$(call arg,REPORT_DIR)) $(if $(value BASELINE),--baseline=$(call arg,BASELINE)) $(if $(value TRACK),--track)
 
 bench: | $(VENV_STAMP) ## run the benchmark [ARGS=...]
 	@$(PYTHON) -m scripts.bench.bench $(ARGS)

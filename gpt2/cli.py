@@ -33,12 +33,13 @@ a complete command line.
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
 from lib.errors import UserError
-from lib.kconfig import load_tree, read_config
+from lib.kconfig import float_range, help_text, int_range, load_tree, read_config
 from lib.options import options, train_options
 
 DESCRIPTION = "Train a GPT-2 model.  Defaults come from Kconfig; `make menuconfig` edits them."
@@ -173,6 +174,19 @@ def _argument_kind(option):
 
 
 def _help(option):
-    """The Kconfig prompt, symbol and default."""
-    prompt = option.prompt.replace("%", "%%")  # argparse formats help with %
-    return f"{prompt} [Kconfig {option.name}] (default: %(default)s)"
+    """The Kconfig prompt, the first sentence of its help, its range, the
+    symbol and the default: `--help` says what `make menuconfig` says."""
+    text = " ".join(help_text(option.item).split())
+    match = re.match(r"(.+?[.!?])(?:\s|$)", text)
+    sentence = match.group(1) if match else text
+    parts = [option.prompt.rstrip(".") + "."]
+    if sentence and not sentence.startswith("A float in"):  # the range below says it
+        parts.append(sentence)
+    bounds = int_range(option.item) if option.kind == "int" else None
+    if bounds:
+        parts.append(f"Range {bounds[0]}..{bounds[1]}.")
+    if option.kind == "float":
+        low, high, low_inclusive, high_inclusive = float_range(option.item)
+        parts.append(f"Range {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}.")
+    body = " ".join(parts).replace("%", "%%")  # argparse formats help with %
+    return f"{body} [Kconfig {option.name}] (default: %(default)s)"

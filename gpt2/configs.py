@@ -7,7 +7,7 @@ construction with messages that name the flags:
   ModelConfig     gpt2/Kconfig "Model"        -> GPTConfig (gpt2/model/gpt.py)
   DataConfig      gpt2/Kconfig "Dataset"      -> gpt2/data/prepare.py
   TrainingConfig  gpt2/Kconfig "Training"     -> gpt2/train.py's loop
-  SystemConfig    gpt2/Kconfig "System"       -> device, precision, matmuls
+  SystemConfig    gpt2/Kconfig "System"       -> device, precision, the CPU path
   SamplingConfig  gpt2/Kconfig "Sampling"     -> gpt2/run/samples.py
   HealthConfig    gpt2/Kconfig "Run health"   -> gpt2/run/health.py
   OptimizerConfig lib/optim/Kconfig           -> lib/optim/ (+ the optimizer's own Config)
@@ -30,7 +30,7 @@ from gpt2.data.tokenizer import N_VOCAB
 from gpt2.errors import UsageError
 from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
-from lib.plugins import from_flags
+from lib.plugins import PluginConfig, from_flags
 from lib.pruning import PruningConfig
 from lib.trackers import TrackerError, TrackingConfig
 
@@ -225,7 +225,7 @@ class RunConfig:
     training: TrainingConfig
     system: SystemConfig
     optimizer: OptimizerConfig
-    optimizer_own: object  # the Config of the selected optimizer's module (lib/optim/<name>.py)
+    optimizer_own: PluginConfig  # the Config of the selected optimizer's module (lib/optim/<name>.py)
     pruning: PruningConfig
     tracking: TrackingConfig
     sampling: SamplingConfig

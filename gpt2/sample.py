@@ -34,8 +34,7 @@ import torch
 from gpt2.cli import Tool
 from gpt2.errors import UsageError
 from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
-from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.run.checkpoint import BEST, UnreadableCheckpoint, read_checkpoint_file
+from gpt2.run.checkpoint import BEST, load_model
 from gpt2.run.checkpoint_source import checkpoint_path
 from lib.progress import Progress
 
@@ -96,29 +95,6 @@ def read_prompt(prompt):
                          "give a UTF-8 text file") from None
 
 
-def load_model(path, device):
-    """The GPT a gpt2lab checkpoint holds, in eval mode on `device`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no checkpoint at {path}; train one with `make train`, or name one with --ckpt (CKPT=)")
-    try:
-        state = read_checkpoint_file(path)
-    except UnreadableCheckpoint as exc:
-        raise UsageError(f"cannot read the checkpoint {path} ({str(exc)[:200]}); it is damaged or not a "
-                         "torch file: train again, or name another with --ckpt") from None
-    if not isinstance(state, dict) or not {"model", "model_config"} <= state.keys():
-        raise UsageError(f"{path} is not a gpt2lab checkpoint (no model and model_config); "
-                         "give one gpt2/train.py wrote (out/best.pt or out/ckpt.pt)")
-    try:
-        model = GPT(GPTConfig(**state["model_config"]))
-        model.load_state_dict(state["model"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise UsageError(f"{path}: its weights do not fit its model config ({reason[:200]}); "
-                         "the checkpoint is damaged") from None
-    return model.to(device).eval(), state.get("iter_num")
-
-
 def main(argv=None):
     """Print the samples; exit status 0, or 1 after one `error:` line.
     Progress goes to stderr while a long generation runs (lib/progress.py)."""
@@ -127,7 +103,8 @@ def main(argv=None):
         device = pick_device(args.device)
         # A file, or a tracker artifact reference (trackio:P/checkpoint-R:best, docs/tracking.md).
         ckpt = checkpoint_path(args.ckpt or str(Path(args.out_dir) / BEST))
-        model, iter_num = load_model(ckpt, device)
+        model, checkpoint = load_model(ckpt)
+        model, iter_num = model.to(device), checkpoint.iter_num
         prompt = read_prompt(args.sample_prompt)
         generator = torch.Generator(device=device).manual_seed(args.sample_seed)
         prompt_ids = encode_prompt(prompt)

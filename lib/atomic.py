@@ -14,21 +14,30 @@ writing the same target (the last replace wins, each one whole), and made by
 open() rather than mkstemp(), so it gets the usual permissions from the umask
 instead of 0600.  A writer killed hard (SIGKILL, power loss) leaves its
 temporary behind; remove_stale_temporaries() clears those of processes gone.
+
+A folder is replaced whole the same way (atomic_folder): filled beside it
+as `.<name>.<host>.<pid>.tmp`, then swapped in by one rename, so a reader
+or a kill -9 finds the old folder or the complete new one.
 """
 
 import contextlib
+import ctypes
+import errno
 import glob
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 __all__ = [
+    "atomic_folder",
     "atomic_open",
     "fsync_folder",
     "publish_as",
+    "remove_stale_folders",
     "remove_stale_temporaries",
     "replaced_atomically",
-    "replaced_folder",
     "temporary_path",
     "write_bytes_atomically",
     "write_text_atomically",
@@ -161,37 +170,96 @@ def remove_stale_temporaries(path):
     return removed
 
 
+# ----------------------------------------------------------------------------
+# Folders
+
+
+def _folder_temporary(path, kind="tmp"):
+    """`.<name>.<host>.<pid>.<kind>` beside `path`: the host too, since a
+    --data-dir may be shared by several machines whose pids are unrelated."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{kind}")
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def _exchange(a, b):
+    """Swap the two paths in one step (Linux's renameat2 RENAME_EXCHANGE);
+    False where the OS, the C library or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc before 2.28, musl
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # e.g. NFS
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
+def _swap_in(tmp, path):
+    """Put the finished folder `tmp` at `path`, then delete what was there."""
+    try:
+        os.rename(tmp, path)  # no folder there yet: one rename
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+        return
+    # Two renames: a kill between them leaves the old folder as `.old`, which
+    # remove_stale_folders() puts back.
+    old = _folder_temporary(path, "old")
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def replaced_folder(path):
-    """Yield a temporary folder beside `path` to fill; when the block
-    completes, it takes `path`'s place (an existing `path` is moved aside
-    first, then removed), so a reader finds the old folder or the whole new
-    one, never a part of it.  On any exception the temporary is removed.
-    Temporary folders of writers killed earlier are removed first."""
+def atomic_folder(path):
+    """Yield a new empty folder beside `path` that, once the `with` block
+    completes, takes the place of the folder `path` with all it holds; on
+    any exception it is removed and `path` is left as it was.  Killed hard,
+    the writer leaves it behind for remove_stale_folders()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}."
-    for stale in path.parent.glob(glob.escape(prefix) + "*.tmp"):
-        pid = stale.name[len(prefix):-len(".tmp")]
-        if stale.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = temporary_path(path)
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _folder_temporary(path)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
     tmp.mkdir()
-    old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old.tmp")
     try:
         yield tmp
-        for name in os.listdir(tmp):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+        for entry in tmp.iterdir():  # the files' bytes on disk before the folder is swapped in
+            if entry.is_file():
+                with open(entry, "rb") as f:
+                    os.fsync(f.fileno())
         fsync_folder(tmp)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+        _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            os.replace(old, path)  # put the previous folder back
         raise
-    shutil.rmtree(old, ignore_errors=True)
     fsync_folder(path.parent)
+
+
+def remove_stale_folders(path):
+    """Clear what atomic_folder writers on this machine that no longer run
+    left beside `path`: an unfinished folder is removed; the old folder of
+    an interrupted swap is put back if `path` is missing, else removed.
+    Returns the paths removed or restored."""
+    path = Path(path)
+    prefix = f".{path.name}.{socket.gethostname()}."
+    done = []
+    for entry in sorted(path.parent.glob(glob.escape(prefix) + "*")):
+        pid, _, kind = entry.name[len(prefix):].partition(".")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _is_running(int(pid)):
+            continue
+        if kind == "old" and not path.exists():
+            os.rename(entry, path)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        done.append(entry)
+    return done

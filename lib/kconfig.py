@@ -17,6 +17,7 @@ derives train.py's flags from the same tree.
 """
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -92,6 +93,22 @@ class ConfigError(UserError):
     """A configuration mistake a user can fix; str() is one line."""
 
 
+def _parse_tree(kconfig):
+    """kconfiglib.Kconfig with $srctree = the top file's folder: `source`
+    paths are relative to it (as the kernel's C tools read them), so the tree
+    loads from any working directory.  Only the constructor reads $srctree;
+    the caller's environment is restored at once."""
+    saved = os.environ.get("srctree")
+    os.environ["srctree"] = str(Path(kconfig).resolve().parent)
+    try:
+        return kconfiglib.Kconfig(str(kconfig), warn_to_stderr=False)
+    finally:
+        if saved is None:
+            del os.environ["srctree"]
+        else:
+            os.environ["srctree"] = saved
+
+
 def load_tree(kconfig=TOP_KCONFIG):
     """Parse the Kconfig tree, with no .config: every symbol at its default.
 
@@ -99,9 +116,12 @@ def load_tree(kconfig=TOP_KCONFIG):
     problem), is a ConfigError: the tree is ours, so it must be clean.
     """
     try:
-        kconf = kconfiglib.Kconfig(str(kconfig), warn_to_stderr=False)
+        kconf = _parse_tree(kconfig)
     except kconfiglib.KconfigError as err:
         message = one_line(err).replace(": error: ", ": ", 1)
+        where, colon, rest = message.partition(":")
+        if colon and (Path(kconfig).resolve().parent / where).is_file():  # a fragment: name it in full
+            message = f"{Path(kconfig).resolve().parent / where}:{rest}"
         raise ConfigError(f"{message} (fix the Kconfig file)") from None
     except OSError as err:
         raise ConfigError(f"cannot read the Kconfig tree: {one_line(err)}") from None
@@ -121,7 +141,7 @@ def load_tree(kconfig=TOP_KCONFIG):
             try:
                 default_value(sym)
             except ConfigError as err:
-                raise ConfigError(f"{sym.nodes[0].filename}:{sym.nodes[0].linenr}: default of {err} "
+                raise ConfigError(f"{Path(kconf.srctree, sym.nodes[0].filename)}:{sym.nodes[0].linenr}: default of {err} "
                                   "(fix the Kconfig file)") from None
     return kconf
 

@@ -12,6 +12,7 @@ part's config is a frozen dataclass whose fields are named after its flags
 import dataclasses
 import importlib
 import pkgutil
+from typing import ClassVar, Protocol
 
 
 def module_names(package, suffix=""):
@@ -28,6 +29,13 @@ def part_module(package, name, flag, suffix=""):
     if name not in names:
         raise ValueError(f"{flag} {name!r} is unknown; choose one of {', '.join(names)}")
     return importlib.import_module(f"{package.__name__}.{name}{suffix}")
+
+
+class PluginConfig(Protocol):
+    """The typed config of one plug-in (e.g. lib/optim/<name>.py's Config):
+    a dataclass of its own options."""
+
+    __dataclass_fields__: ClassVar[dict]
 
 
 def from_flags(cls, flags, **derived):

@@ -3,54 +3,46 @@
 
     make export                                        # out/best.pt -> EXPORT_DIR (export/)
     make export CKPT=out/ckpt.pt OUT=export/shakespeare ARGS=--overwrite
-    python -m scripts.export --ckpt out/best.pt --out export --push-to-hub user/gpt2-shakespeare
+    python -m scripts.export --ckpt out/best.pt --export-dir export --export-hub-repo user/gpt2-shakespeare
 
---out and --push-to-hub take their defaults from the "Export" menu of
+--export-dir and --export-hub-repo take their defaults from the "Export" menu of
 gpt2/Kconfig (EXPORT_DIR, EXPORT_HUB_REPO; a .config with --config); flags
-win.  A missing or damaged checkpoint, or an --out holding another model
+win.  A missing or damaged checkpoint, or an --export-dir holding another model
 (without --overwrite), is one `error:` line and exit status 1, and leaves
---out as it was.
+--export-dir as it was.
 """
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
+from gpt2.cli import Tool
 from lib.errors import UserError
-from lib.kconfig import ConfigError, load_tree, read_config
-from lib.options import options
-
-DEFAULT_CHECKPOINT = "out/best.pt"
-FLAGS = {"EXPORT_DIR": "--out", "EXPORT_HUB_REPO": "--push-to-hub"}
 
 
-def build_parser(kconf):
-    parser = argparse.ArgumentParser(prog="scripts/export.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="a .config whose Export options are the defaults")
-    parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint to export (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an --out that holds another model")
-    by_name = {option.name: option for option in options(kconf)}
-    for name, flag in FLAGS.items():
-        option = by_name[name]
-        parser.add_argument(flag, default=option.value(kconf),
-                            help=f"{option.prompt.replace('%', '%%')} [Kconfig {name}] (default: %(default)r)")
-    return parser
+def _own_flags(parser):
+    parser.add_argument("--ckpt", default="", help="checkpoint to export (default: OUT_DIR's best.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --export-dir that holds another model")
+
+
+# Flags (gpt2/cli.py): the "Export" menu of gpt2/Kconfig (--export-dir,
+# --export-hub-repo) and OUT_DIR (where the checkpoint is); defaults from
+# Kconfig, or from --config's .config.
+TOOL = Tool("scripts/export.py", __doc__.split("\n\n")[0], menus=("Export",), symbols=("OUT_DIR",),
+            extra=_own_flags)
+
+
+def build_parser(kconf=None):
+    """The command line, defaults from `kconf` (the Kconfig tree, with a
+    .config loaded or not)."""
+    return TOOL.parser(kconf)
 
 
 def parse_args(argv):
     """Flags over the defaults of --config's .config (when given) over Kconfig's."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    try:
-        kconf = read_config(known.config) if known.config and Path(known.config).is_file() else load_tree()
-    except ConfigError as err:
-        raise UserError(str(err)) from None
-    args = build_parser(kconf).parse_args(argv)
-    args.ckpt = args.ckpt or DEFAULT_CHECKPOINT
-    if not args.out:
-        raise UserError("--out is empty; name the folder to write (OUT=export/ or EXPORT_DIR in .config)")
+    args = TOOL.parse_args(argv)
+    args.ckpt = args.ckpt or f"{args.out_dir}/best.pt"
+    if not args.export_dir:
+        raise UserError("--export-dir is empty; name the folder to write (OUT=export/ or EXPORT_DIR in .config)")
     return args
 
 
@@ -60,10 +52,10 @@ def main(argv=None):
         from gpt2.model.export import export, push_to_hub
 
         start = time.perf_counter()
-        folder, _ = export(args.ckpt, args.out, overwrite=args.overwrite)
+        folder, _ = export(args.ckpt, args.export_dir, overwrite=args.overwrite)
         print(f"export took {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        if args.push_to_hub:
-            push_to_hub(folder, args.push_to_hub)
+        if args.export_hub_repo:
+            push_to_hub(folder, args.export_hub_repo)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

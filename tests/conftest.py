@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gpt2.data.sources import DataError, find_shakespeare
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The corpus lives beside the repository (../shared), so no test downloads it.
-SHAKESPEARE_TXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 # Flags that make Hugging Face and W&B stay off the network.
 OFFLINE_ENV = {
@@ -77,13 +77,13 @@ def no_shared_wandb_service():
 
 @pytest.fixture(scope="session")
 def shakespeare_path():
-    """Path of the shared Tiny Shakespeare text (1,115,394 characters)."""
-    if not SHAKESPEARE_TXT.is_file():
-        pytest.fail(
-            f"Tiny Shakespeare not found at {SHAKESPEARE_TXT}; "
-            "put karpathy's char-rnn input.txt there (tests never download it)"
-        )
-    return SHAKESPEARE_TXT
+    """Path of the Tiny Shakespeare text (1,115,394 characters):
+    $GPT2LAB_SHAKESPEARE, data/shakespeare/input.txt, ../shared (CI), else
+    downloaded once into data/shakespeare/ (gpt2/data/sources.py)."""
+    try:
+        return find_shakespeare(REPO_ROOT)
+    except DataError as err:
+        pytest.fail(f"error: {err}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

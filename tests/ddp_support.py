@@ -10,8 +10,11 @@ tests/test_multinode.py (run as the script torchrun starts):
                                 a node without rank 0's --data-dir
   GPT2LAB_TEST_GRAD_NORMS=DIR   (no fault) each rank appends every norm
                                 clip_grad_norm_ returns to DIR/rank<R>.txt
+  GPT2LAB_TEST_RANK0_DISK_FULL=1  rank 0's checkpoint write fails with ENOSPC
+                                (a full disk on the node that writes)
 """
 
+import errno
 import os
 import sys
 import time
@@ -20,6 +23,7 @@ import torch
 
 import gpt2.data.prepare as prepare_data
 from gpt2 import train
+from gpt2.run import checkpoint
 
 
 def main():
@@ -47,6 +51,11 @@ def main():
             return norm
 
         torch.nn.utils.clip_grad_norm_ = recording_clip
+    if os.environ.get("GPT2LAB_TEST_RANK0_DISK_FULL") and os.environ["RANK"] == "0":
+        def disk_full(out_dir, state, is_best):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out_dir, "ckpt.pt"))
+
+        checkpoint.save_checkpoint = disk_full
     return train.main()
 
 

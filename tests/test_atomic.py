@@ -8,9 +8,12 @@ import sys
 
 import pytest
 
+import lib.atomic
 from lib.atomic import (
+    atomic_folder,
     atomic_open,
     publish_as,
+    remove_stale_folders,
     remove_stale_temporaries,
     replaced_atomically,
     temporary_path,
@@ -153,3 +156,36 @@ def test_atomic_open_only_writes_whole_files(tmp_path, mode):
     with pytest.raises(ValueError, match="mode 'w' or 'wb'"):
         with atomic_open(tmp_path / "f", mode):
             pass
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two renames"])
+def test_a_folder_is_replaced_whole(tmp_path, monkeypatch, exchange):
+    if not exchange:  # a file system without RENAME_EXCHANGE (NFS), or not Linux
+        monkeypatch.setattr(lib.atomic, "_exchange", lambda a, b: False)
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as work:
+            (work / "new.bin").write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert names(tmp_path) == ["data"] and names(target) == ["old.bin"]
+    with atomic_folder(target) as work:
+        (work / "new.bin").write_bytes(b"new")
+        assert names(target) == ["old.bin"]  # untouched until the block completes
+    assert names(tmp_path) == ["data"] and names(target) == ["new.bin"]
+
+
+def test_stale_folders_are_removed_and_an_interrupted_swap_is_undone(tmp_path):
+    import socket
+
+    host = socket.gethostname()
+    target = tmp_path / "data"
+    unfinished = tmp_path / f".data.{host}.{dead_pid()}.tmp"
+    old = tmp_path / f".data.{host}.{dead_pid()}.old"  # killed between the two renames
+    other_host = tmp_path / ".data.elsewhere.1.tmp"  # another machine's writer: not ours to judge
+    for folder in (unfinished, old, other_host):
+        folder.mkdir()
+        (folder / "x.bin").write_bytes(b"x")
+    assert sorted(remove_stale_folders(target)) == sorted([unfinished, old])
+    assert names(tmp_path) == [".data.elsewhere.1.tmp", "data"] and names(target) == ["x.bin"]

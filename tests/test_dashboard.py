@@ -254,6 +254,19 @@ def test_make_trackio_show_serves_the_runs_and_stops_cleanly(tmp_path):
 
 
 CHROMIUM = shutil.which("chromium")
+SCREENSHOT_ENV = "GPT2LAB_DASHBOARD_PNG"
+
+
+def screenshot(url, png, tmp_path):
+    """Save the rendered page as a PNG (asked for with $GPT2LAB_DASHBOARD_PNG)."""
+    png = png.resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    shot = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-proxy-server",
+         "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile-shot'}",
+         "--virtual-time-budget=10000", "--window-size=1400,900", f"--screenshot={png}", url],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=90, start_new_session=True)
+    assert shot.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot.stderr[-2000:]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (Debian: apt-get install chromium)")
@@ -275,6 +288,8 @@ def test_dashboard_page_renders_the_runs_in_headless_chromium(tmp_path):
             stop(browser)
             pytest.fail("chromium did not dump the page within 60 s")
         assert not stop(browser).left
+        if os.environ.get(SCREENSHOT_ENV):  # the README's picture: GPT2LAB_DASHBOARD_PNG=docs/img/dashboard.png
+            screenshot(f"{dashboard.base}/?project={project}", Path(os.environ[SCREENSHOT_ENV]), tmp_path)
     assert browser.returncode == 0
     text = dom.decode(errors="replace")
     text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.S)

@@ -6,6 +6,7 @@ runs, and a resumed run computes through the library its checkpoint
 recorded, whatever the timing says now."""
 
 import json
+import os
 import re
 
 import pytest
@@ -15,7 +16,8 @@ from train_support import TINY, shakespeare_flags
 from gpt2.cpu import matmul as cpu_matmul
 from gpt2.cpu import machine_profile
 from gpt2.run.checkpoint import load_checkpoint
-from gpt2.run.mfu import cpu_matmul_flops, model_flops_utilization
+from gpt2.cpu.peak import cpu_matmul_flops
+from gpt2.run.mfu import Peak, model_flops_utilization
 from gpt2.train import main
 
 IDLE = {"blas": 100e9, "onednn": 200e9}
@@ -84,19 +86,51 @@ def tiny_argv(argv_into):
     return argv_into("out")
 
 
-def test_an_underestimated_peak_is_never_logged_without_a_warning(cache_home, tiny_argv, capsys):
-    # The kept peak of a start-up on a very busy machine: 1 MFLOP/s.
+def logged_mfus(out_dir):
+    """Every train/mfu of the run's journal (what the trackers were sent)."""
+    records = [json.loads(line) for line in (out_dir / "tracking.jsonl").read_text().splitlines()]
+    return [r["metrics"]["train/mfu"] for r in records if "train/mfu" in (r.get("metrics") or {})]
+
+
+def test_an_underestimated_peak_is_raised_never_exceeded(cache_home, tiny_argv, tmp_path, capsys):
+    """The kept peak of a start-up on a very busy machine, 1 MFLOP/s: the run
+    achieves more, so that is the peak (said once, kept), every MFU shown
+    and logged is at most 100%, and the next start measures again."""
     keep_profile({"blas": 1e6, "onednn": 1e6})
-    assert main([*tiny_argv, "--max-iters", "3"]) == 0
+    assert main([*tiny_argv, "--max-iters", "3", "--tracker", "none"]) == 0
     out = capsys.readouterr().out
     mfus = [float(m) for m in re.findall(r"\| mfu ([\d.]+)% \|", out)]
-    assert len(mfus) == 3 and min(mfus) > 100
-    warnings = [line for line in out.splitlines() if line.startswith("warning: MFU")]
-    assert len(warnings) == 1, out  # once, at the first one
-    assert "is above 100%: the peak of 0.001 GFLOP/s it divides by is underestimated" in warnings[0]
-    assert str(cache_home / "gpt2lab" / "machine.json") in warnings[0]
-    lines = out.splitlines()
-    assert lines[lines.index(warnings[0]) + 1].startswith("iter 1 |")  # with the first MFU over 100%
+    assert len(mfus) == 3 and max(mfus) <= 100 and mfus[0] == 100
+    assert "above 100%" not in out
+    notices = [line for line in out.splitlines() if "above the peak" in line]
+    assert len(notices) == 1, out  # once, at the first one
+    assert notices[0].startswith("notice: this run achieves ") and "above the peak of 0.001 GFLOP/s" in notices[0]
+    assert str(cache_home / "gpt2lab" / "machine.json") in notices[0]
+    logged = logged_mfus(tmp_path / "out")
+    assert len(logged) == 3 and max(logged) <= 1.0
+    kept = json.loads((cache_home / "gpt2lab" / "machine.json").read_text())[machine_profile.machine_key()]
+    assert kept["observed_peak_flops"] > 1e6 and kept["contradicted"] is True
+
+    calls = []  # the next start: the cached figure was contradicted, so it is measured again
+    flops = machine_profile.cpu_matmul_profile(lambda: calls.append(1) or {"blas": 3e6, "onednn": 0.5e6})
+    assert calls == [1] and flops == {"blas": 3e6, "onednn": 1e6}  # the highest of each ever seen
+    assert machine_profile.cpu_matmul_profile(lambda: calls.append(1) or {}) == flops and calls == [1]
+    assert machine_profile.kept_peak() == kept["observed_peak_flops"]  # never lowered
+
+
+def test_the_machine_key_names_what_decides_the_peak(monkeypatch, tmp_path):
+    """Two virtual machines that both say "AMD EPYC", one with AVX-512: two
+    keys; and the core count."""
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(machine_profile, "CPUINFO", str(cpuinfo))
+    keys = []
+    for flags in ("fpu sse2 avx avx2 fma", "fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16 amx_tile amx_bf16"):
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
+        keys.append(machine_profile.machine_key())
+    assert keys[0] != keys[1]
+    assert "avx2" in keys[0] and "avx512f" not in keys[0]
+    assert "avx512f" in keys[1] and "avx512_bf16" in keys[1] and "amx" in keys[1]
+    assert f"{os.cpu_count()} cores" in keys[0] and keys[0].startswith("AMD EPYC | ")
 
 
 def test_an_honest_peak_gives_no_warning(cache_home, tiny_argv, capsys):
@@ -109,6 +143,17 @@ def test_an_honest_peak_gives_no_warning(cache_home, tiny_argv, capsys):
 
 def test_mfu_is_achieved_over_peak():
     assert model_flops_utilization(1e6, 2e4, 1e11) == pytest.approx(0.2)
+
+
+def test_a_peak_is_raised_to_what_is_achieved_and_says_so_once():
+    lines, kept = [], []
+    peak = Peak(1e9, "of the data sheet", lines.append, kept.append)  # 1 GFLOP/s per rank
+    assert peak.utilization(1e3, 4e5, world_size=2) == pytest.approx(0.2)  # 0.2 GFLOP/s per rank
+    assert peak.utilization(1e3, 4e6, world_size=2) == 1.0 and peak.flops == 2e9  # 2 GFLOP/s: the new peak
+    assert peak.utilization(1e3, 8e6, world_size=2) == 1.0 and peak.utilization(1e3, 4e6, world_size=2) == 0.5
+    assert lines == ["notice: this run achieves 2 GFLOP/s, above the peak of 1 GFLOP/s of the data sheet: "
+                     "that is the peak from now on"]
+    assert kept == [2e9, 4e9]
 
 
 needs_onednn = pytest.mark.skipif(not cpu_matmul.available(), reason="this PyTorch has no oneDNN matmuls")

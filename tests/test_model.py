@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from gpt2.run.mfu import cpu_matmul_flops, gpu_peak_flops, measure_matmul_flops, model_flops_utilization, peak_flops
+from gpt2.cpu.peak import cpu_matmul_flops, measure_matmul_flops
+from gpt2.run.mfu import gpu_peak_flops, model_flops_utilization, peak_flops
 from gpt2.model.gpt import GPT, MODEL_SIZES, PADDED_VOCAB_SIZE, GPTConfig
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)

@@ -6,8 +6,10 @@ out over the ranks; --deterministic."""
 
 import math
 import os
+import socket
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -60,6 +62,46 @@ def test_data_preparation_longer_than_the_process_group_timeout_still_trains(sha
     assert result.returncode == 0, result.stdout + result.stderr
     assert "iter 2 |" in result.stdout and "eval 2 |" in result.stdout
     assert (tmp_path / "out" / "ckpt.pt").is_file()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failure_on_rank_0_alone_stops_every_rank_within_seconds(shakespeare_data, shakespeare_path, tmp_path):
+    """Rank 0's checkpoint write fails (a full disk) while rank 1 goes on
+    into the next step's all-reduce.  The two processes are started without
+    torchrun (as on two nodes, where no agent kills the other node's
+    workers): rank 1 exits with one line naming rank 0's failure within
+    seconds, not after the 120 s --dist-timeout."""
+    port = free_port()
+    flags = [*TINY, *DDP_FLAGS, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir",
+             str(tmp_path / "out"), "--max-iters", "20", "--eval-interval", "2", "--dist-timeout", "120"]  # fmt: skip
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "GPT2LAB_TEST_RANK0_DISK_FULL": "1"}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, "tests/ddp_support.py", *flags], cwd=REPO_ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+    start = time.monotonic()
+    results = [proc.communicate(timeout=100) for proc in procs]
+    seconds = time.monotonic() - start
+    try:
+        assert [proc.returncode for proc in procs] == [1, 1], results
+        rank0_err, rank1_err = results[0][1], results[1][1]
+        assert [line for line in rank0_err.splitlines() if line.startswith("error:")] == [
+            f"error: No space left on device: {tmp_path / 'out' / 'ckpt.pt'}; check --out-dir, --data-dir and "
+            "--json-output"]
+        assert [line for line in rank1_err.splitlines() if line.startswith("error:")] == [
+            f"error: rank 0 failed ([Errno 28] No space left on device: '{tmp_path / 'out' / 'ckpt.pt'}'); "
+            "rank 1 stops too"]
+        assert seconds < 90  # the whole runs, start-up included; without the fix rank 1 waits 120 s more
+    finally:
+        for proc in procs:
+            proc.kill()
 
 
 def test_grad_norm_under_ddp_is_the_whole_models_on_every_rank(shakespeare_data, shakespeare_path, tmp_path):

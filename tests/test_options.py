@@ -17,12 +17,13 @@ from gpt2 import prepare_data, sample
 from gpt2.cli import TRAIN, build_parser, parse_args
 from gpt2.configs import RunConfig, config_classes
 from gpt2.errors import UsageError
+from scripts import export
 from lib.kconfig import REPO_ROOT, help_text, load_tree
 from lib.options import options, train_options
 
-TOOLS = (TRAIN, sample.TOOL, prepare_data.TOOL)
+TOOLS = (TRAIN, sample.TOOL, prepare_data.TOOL, export.TOOL)
 KCONFIG_FILES = sorted([REPO_ROOT / "Kconfig", REPO_ROOT / "Kconfig.tracking", *REPO_ROOT.glob("*/Kconfig"),
-                        *REPO_ROOT.glob("lib/*/Kconfig")])
+                        *REPO_ROOT.glob("lib/*/Kconfig"), *REPO_ROOT.glob("gpt2/*/Kconfig")])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_make_only_options_are_read_by_a_script(kconf):
 
 def enclosing_menus(path=REPO_ROOT / "Kconfig", stack=None, menus=None):
     """{symbol or choice name: menu title}, read from the Kconfig files' text
-    following `rsource` (not through kconfiglib, so this checks the parser
+    following `source` (not through kconfiglib, so this checks the parser
     independently)."""
     stack, menus = stack if stack is not None else [], menus if menus is not None else {}
     for line in path.read_text().splitlines():
@@ -86,8 +87,8 @@ def enclosing_menus(path=REPO_ROOT / "Kconfig", stack=None, menus=None):
             stack.append(match.group(1))
         elif line.startswith("endmenu"):
             stack.pop()
-        elif match := re.match(r'rsource "(.*)"', line):
-            enclosing_menus(path.parent / match.group(1), stack, menus)
+        elif match := re.match(r'source "(.*)"', line):  # relative to the top folder
+            enclosing_menus(REPO_ROOT / match.group(1), stack, menus)
         elif match := re.match(r"(?:config|menuconfig|choice) (\w+)", line):
             if stack:
                 menus.setdefault(match.group(1), stack[-1])
@@ -247,7 +248,8 @@ SCRIPT_FLAGS = {
     ("scripts/tracking/replay_journal.py", "--out-dir"): "the run whose journal is replayed",
     ("scripts/tracking/replay_journal.py", "--tracker"): "the backends to replay to",
     ("scripts/configure.py", "--tracker"): "the preset's tracker suffix (defconfig-<name>-<tracker>)",
-    ("scripts/gpu_check.py", "--input"): "the text of its own scratch runs",
+    ("scripts/gpu_check/check.py", "--input"): "the text of its own scratch runs",
+    ("scripts/gpu_check/check.py", "--deterministic"): "its runs' --deterministic, for a bit-identical resume",
 }
 
 

@@ -3,6 +3,7 @@
 
 import csv
 import json
+import re
 import shutil
 import statistics
 
@@ -203,3 +204,23 @@ def test_bad_input_is_one_line_and_writes_nothing(case, sweep, tmp_path, capsys)
     assert captured.out == ""
     assert (sorted(p.name for p in bad.iterdir()) if bad.exists() else None) == before
     assert not out.exists()
+
+
+def test_an_mfu_above_100_percent_is_never_reported(sweep, tmp_path):
+    """Runs logged by code that divided by an underestimated peak (MFU 138%):
+    their MFU is n/a in report.md and empty in report.csv, never a number
+    that is not true."""
+    folder = copy_runs(sweep, tmp_path / "sweep")
+    for seed in SEEDS:
+        journal = folder / POINTS[1] / f"seed-{seed}" / "tracking.jsonl"
+        journal.write_text(re.sub(r'"train/mfu": ?[0-9.e-]+', '"train/mfu": 1.3795', journal.read_text()))
+    assert report_main(["--sweep", str(folder)]) == 0
+    md = (folder / "report.md").read_text(encoding="utf-8")
+    rows = {label.removesuffix(" ★ best"): cells for label, cells in table_rows(md).items()}
+    assert rows[POINTS[1]][5] == "n/a" and rows[POINTS[0]][5].endswith("%")
+    assert all(float(p) <= 100 for p in re.findall(r"([\d.]+)%", md))
+    assert "above 100%" in md  # the note says why
+    with open(folder / "report.csv", newline="", encoding="utf-8") as f:
+        mfus = {(r["point"], r["seed"]): r["mfu"] for r in csv.DictReader(f)}
+    assert [mfus[(POINTS[1], str(s))] for s in SEEDS] == ["", ""]
+    assert all(0 < float(mfus[(POINTS[0], str(s))]) <= 1 for s in SEEDS)

@@ -10,6 +10,8 @@ training is a subprocess, as `make reproduce` runs it).
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -184,3 +186,58 @@ def test_strict_refuses_other_code_and_versions(recorded, tmp_path, capfd):
     assert "differs: torch version: the run used 0.0.1, here " in captured.out
     assert "--strict" in captured.err and "nothing trained" in captured.err
     assert not old.with_name("old-repro").exists()
+
+
+@pytest.fixture
+def altered(recorded, shakespeare_data, tmp_path):
+    """A copy of the run's data with 2 bytes of train.bin changed in place
+    (same size), and R's record pointing at it: (record's out-dir, copy)."""
+    copy = tmp_path / "data"
+    shutil.copytree(shakespeare_data, copy)
+
+    def to_copy(config):
+        config["train_args"] = [arg.replace(str(shakespeare_data), str(copy)) for arg in config["train_args"]]
+
+    out = edited_journal(recorded, tmp_path / "run", to_copy)
+    train_bin = copy / "shakespeare" / "train.bin"
+    with open(train_bin, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x01\x02")
+    return out, copy / "shakespeare"
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["touched", "mtime kept"])
+def test_altered_tokens_are_data_that_differs(altered, tmp_path, capfd, keep_mtime):
+    """Every reproduce hashes the token files (meta.json alone would say
+    "same data"): STRICT refuses, otherwise a warning names the file."""
+    out, folder = altered
+    if keep_mtime:  # altered so that size and mtime look untouched
+        meta = json.loads((folder / "meta.json").read_text())
+        os.utime(folder / "train.bin", ns=(meta["files"]["train.bin"]["mtime_ns"],) * 2)
+    assert reproduce([str(out), "--dry-run", "--strict", "--out-dir", str(tmp_path / "new")]) == 1
+    captured = capfd.readouterr()
+    assert f"differs: data: {folder / 'train.bin'} does not hold the tokens meta.json recorded" in captured.out
+    assert "val.bin" not in captured.out and "same commit, changes, data" not in captured.out
+    assert "nothing trained" in captured.err
+    assert reproduce([str(out), "--dry-run", "--out-dir", str(tmp_path / "new")]) == 0  # a warning only
+    assert f"differs: data: {folder / 'train.bin'}" in capfd.readouterr().out
+
+
+def test_a_run_start_hashes_only_token_files_that_changed(altered, monkeypatch):
+    """At a run's start the fingerprint reads meta.json, hashing a token file
+    only when its size or mtime are not what meta.json saw."""
+    from gpt2.data import integrity, prepare
+
+    _, folder = altered
+    recorded = json.loads((folder / "meta.json").read_text())["tokens_sha256"]
+    fingerprint = prepare.data_fingerprint(folder)  # touched: hashed, and the real tokens named
+    assert fingerprint["tokens_sha256"] != recorded and fingerprint["tokens_altered"] == ["train.bin"]
+
+    hashed = []
+    real = integrity.file_sha256
+    monkeypatch.setattr(integrity, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    meta = json.loads((folder / "meta.json").read_text())
+    os.utime(folder / "train.bin", ns=(meta["files"]["train.bin"]["mtime_ns"],) * 2)
+    assert prepare.data_fingerprint(folder)["tokens_sha256"] == recorded and hashed == []
+    assert prepare.data_fingerprint(folder, verify=True)["tokens_altered"] == ["train.bin"]
+    assert hashed == ["train.bin", "val.bin"]

@@ -12,7 +12,7 @@ from gpt2.cpu import machine_profile
 from gpt2.cpu import matmul as cpu_matmul
 from gpt2.cpu.allocator import keep_freed_memory
 from gpt2.cpu.fast_paths import use_cpu_fast_paths
-from gpt2.run.mfu import cpu_matmul_flops
+from gpt2.cpu.peak import cpu_matmul_flops
 
 NAMES = {"onednn": "oneDNN", "blas": "BLAS"}
 

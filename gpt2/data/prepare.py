@@ -3,6 +3,9 @@
 train.bin and val.bin are flat streams of GPT-2 token ids as uint16 (as in
 nanoGPT).  meta.json is written last, atomically: a folder without it, or
 with one describing another source or settings, is unfinished and is redone.
+A preparation fills a sibling folder that replaces the dataset's folder only
+when complete (lib/atomic.py atomic_folder), so one that fails or is killed
+leaves the data that was there as it was.
 
     python gpt2/prepare_data.py --dataset shakespeare
     python gpt2/prepare_data.py --dataset shakespeare --data-input input.txt
@@ -13,6 +16,8 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,10 +41,11 @@ from gpt2.data.tokenizer import (
     TokenizerError,
     close_workers,
     default_workers,
-    split_text,
+    last_cut,
     tokenize,
 )
-from lib.atomic import atomic_open, write_bytes_atomically
+from gpt2.data.integrity import files_record, verify_tokens
+from lib.atomic import atomic_folder, atomic_open, remove_stale_folders, write_bytes_atomically
 
 __all__ = ["DataError", "data_fingerprint", "ensure_prepared"]
 
@@ -137,13 +143,37 @@ class _TokenFiles:
 
 
 def _write_text(source, out, max_tokens, workers, progress):
-    """First 90% of the characters -> train, the rest -> val."""
-    n_train = int(len(source.text) * (1 - VAL_FRACTION))
-    for split, text in zip(SPLITS, (source.text[:n_train], source.text[n_train:])):
-        for chunk in split_text(text, -(-len(text) // TEXT_CHUNK_CHARS)):
+    """First 90% of the characters -> train, the rest -> val.  The text is
+    read in pieces (never held whole: a 333 MB file took 1.08 GB resident
+    when it was) and tokenized about TEXT_CHUNK_CHARS at a time, each chunk
+    ending where split_text may cut, so the tokens are those of each split
+    tokenized whole."""
+    n_train = int(source.characters * (1 - VAL_FRACTION))
+    split, left = ("train", n_train) if n_train else ("val", 0)  # left: characters train still takes
+    text, searched = "", 0  # searched: text[:searched] holds no cut
+
+    def write(chunk):
+        if chunk:
             out.write(split, tokenize(chunk, num_workers=workers))
             progress.update(len(chunk))
-    return len(source.text.encode("utf-8"))
+
+    for piece in source.pieces():
+        while piece:
+            take = piece[:left] if split == "train" else piece
+            text, piece = text + take, piece[len(take):]
+            if split == "train":
+                left -= len(take)
+                if not left:  # the split point: a hard cut, as between two texts
+                    write(text)
+                    text, searched, split = "", 0, "val"
+                    continue
+            if len(text) >= TEXT_CHUNK_CHARS:
+                cut = last_cut(text, searched)
+                write(text[:cut])
+                text = text[cut:]
+                searched = max(len(text) - 1, 0)  # no cut before the last character (it may start one)
+    write(text)
+    return source.size
 
 
 def _batches(documents, max_tokens, taken):
@@ -196,7 +226,7 @@ WRITERS = {
 
 def _prepare(dataset, folder, source, request, workers, log):
     write, unit = WRITERS[type(source)]
-    total = len(source.text) if isinstance(source, TextSource) else request["max_tokens"]
+    total = source.characters if isinstance(source, TextSource) else request["max_tokens"]
     start = time.perf_counter()
     # train.bin and val.bin replace the old ones only if the whole block
     # completes; on any error both temporaries are removed.
@@ -225,6 +255,9 @@ def _prepare(dataset, folder, source, request, workers, log):
         # Hashed while written: a run's record names the exact tokens
         # without reading the files at every start.
         "tokens_sha256": out.sha256(),
+        # Each file's own hash, size and mtime: a file altered since is
+        # found (gpt2/data/integrity.py), hashing only what changed.
+        "files": files_record(folder, {split: digest.hexdigest() for split, digest in out.digests.items()}),
         "split_by": split_by,
         "val_fraction": VAL_FRACTION,
         "max_tokens": request["max_tokens"] if split_by == "documents" else None,
@@ -272,6 +305,7 @@ def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers
         "max_tokens": max_tokens or None,
     }
     folder = Path(data_dir).expanduser().resolve() / dataset
+    remove_stale_folders(folder)  # what a preparation killed hard left beside it
     damaged = damage(folder)
     if damaged and not path:  # preparing again would download: let the user decide
         raise DataError(
@@ -288,33 +322,61 @@ def _ensure_prepared(dataset, data_dir, input_path, max_tokens, log, num_workers
         )
         return folder
 
-    created = [d for d in (folder.parent, folder) if not d.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    # Made in a sibling folder that takes the place of the old one only when
+    # complete (lib/atomic.py atomic_folder): a bad input, a dropped stream,
+    # Ctrl-C, a full disk or kill -9 leave the data that was there as it was.
+    created = not folder.parent.exists()
     try:
-        # Unfinished from here on: old tokens must never pair with new meta.
-        (folder / META).unlink(missing_ok=True)
-        for stale in folder.glob("*.tmp"):
-            stale.unlink()
-        source = open_local_file(path, request["source_sha256"]) if path else open_dataset(dataset, folder)
-        _prepare(dataset, folder, source, request, num_workers or default_workers(), log)
+        with atomic_folder(folder) as work:
+            _carry_over(folder, work)
+            source = open_local_file(path, request["source_sha256"]) if path else open_dataset(dataset, work)
+            _prepare(dataset, work, source, request, num_workers or default_workers(), log)
     except BaseException:
-        for made in reversed(created):  # leave no empty folder a failure made
-            if not any(made.iterdir()):
-                made.rmdir()
+        if created and not any(folder.parent.iterdir()):  # leave no empty folder a failure made
+            folder.parent.rmdir()
         raise
     finally:
         close_workers()  # no idle tokenizer processes for the rest of a training run
     return folder
 
 
-def data_fingerprint(folder):
+# Made anew by every preparation; anything else in a dataset's folder (the
+# downloaded input.txt, a user's notes) is kept.
+OUTPUTS = (*(f"{split}.bin" for split in SPLITS), META)
+
+
+def _carry_over(folder, work):
+    """Link (or copy) into the new folder the files of the old one that
+    preparing does not make, so a download is not repeated."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name in OUTPUTS or entry.name.startswith(".") or entry.name.endswith(".tmp") or not entry.is_file():
+            continue
+        try:
+            os.link(entry, work / entry.name)
+        except OSError:
+            shutil.copy2(entry, work / entry.name)
+
+
+def data_fingerprint(folder, verify=False):
     """What identifies the prepared data in `folder`, for a run's record
     (lib/trackers/run_info.py) and scripts/experiments/reproduce.py: meta.json's source,
     its hash, the token counts and tokens_sha256 (of train.bin's and val.bin's
     sha256, hashed as they were written; None for data prepared before that
-    was recorded).  Reads meta.json only: nothing is hashed at a run's start."""
+    was recorded).  A token file is hashed only if its size or mtime is not
+    what meta.json saw, or with `verify` (reproduce): then tokens_sha256 is
+    that of the files as they are, and tokens_altered names those that are
+    not what meta.json recorded."""
     meta = read_finished_meta(Path(folder)) or {}
-    return {"folder": str(folder), **{key: meta.get(key) for key in FINGERPRINT_KEYS}}
+    fingerprint = {"folder": str(folder), **{key: meta.get(key) for key in FINGERPRINT_KEYS}}
+    if meta:
+        now, altered = verify_tokens(Path(folder), meta, always=verify)
+        if now:
+            fingerprint["tokens_sha256"] = now
+        if altered:
+            fingerprint["tokens_altered"] = altered
+    return fingerprint
 
 
 def _count(minimum):

@@ -6,9 +6,12 @@ characters) or a DocumentSource (a stream of documents, split by document).
 Nothing here tokenizes or writes token files; gpt2/data/prepare.py does.
 """
 
+import codecs
 import hashlib
 import http.client
+import itertools
 import json
+import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,17 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 # better reported than waited on.
 DOWNLOAD_TIMEOUT_S = 30
 INPUT_HINT = "pass --input FILE (train.py: --data-input FILE)"
+# A text file is read and decoded in pieces of this many bytes (about as
+# many characters): never the whole file at once (inputs may be GBs).
+READ_CHARS = 1 << 22
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where tests and tools look for Tiny Shakespeare's input.txt, in order:
+# $GPT2LAB_SHAKESPEARE, what `make train` downloaded (DATA_DIR=data), then the
+# copy beside the repository that CI reads.
+SHAKESPEARE_ENV = "GPT2LAB_SHAKESPEARE"
+SHAKESPEARE_IN_REPO = Path("data") / "shakespeare" / "input.txt"
+SHAKESPEARE_SHARED = Path("..") / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 class DataError(UserError):
@@ -31,11 +45,23 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class TextSource:
-    """One whole text; the first 90% of its characters train, the rest validate."""
+    """One whole text, a UTF-8 file read in pieces (pieces()); the first 90%
+    of its `characters` train, the rest validate."""
 
     description: str  # URL or absolute path, recorded in meta.json
     sha256: str
-    text: str
+    path: Path
+    characters: int
+    size: int  # bytes
+
+    def pieces(self):
+        """The text in consecutive pieces of about READ_CHARS characters,
+        cut anywhere (even inside a line)."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(READ_CHARS), b""):
+                yield decoder.decode(block)
+        yield decoder.decode(b"", final=True)
 
 
 @dataclass(frozen=True)
@@ -87,11 +113,26 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _decode_utf8(data, path):
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+def _scan_text(path, description, sha256=None):
+    """The TextSource of a file, read once in blocks: its characters
+    counted (the 90/10 split needs the total before the first token is
+    written) and UTF-8 checked, so a binary file is refused before any
+    tokenizing; hashed too unless `sha256` is known."""
+    decoder, digest = codecs.getincrementaldecoder("utf-8")(), hashlib.sha256()
+    characters = offset = 0
+    with open(path, "rb") as f:
+        for block in itertools.chain(iter(lambda: f.read(READ_CHARS), b""), [None]):  # None: the end
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+            try:
+                characters += len(decoder.decode(block or b"", final=block is None))
+            except UnicodeDecodeError as exc:
+                byte = offset - pending + exc.start
+                raise DataError(f"{path} is not UTF-8 text (byte {byte}); convert it to UTF-8") from None
+            if block:
+                offset += len(block)
+                if sha256 is None:
+                    digest.update(block)
+    return TextSource(description, sha256 or digest.hexdigest(), Path(path), characters, offset)
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +143,7 @@ def _decode_utf8(data, path):
 # needs it to decide whether to prepare at all), so a large file is not read
 # a second time just to hash it.
 def read_text_file(path, sha256):
-    return TextSource(str(path), sha256, _decode_utf8(path.read_bytes(), path))
+    return _scan_text(path, str(path), sha256)
 
 
 def _jsonl_texts(path):
@@ -174,16 +215,33 @@ def open_local_file(path, sha256):
 # Remote sources
 
 
-def download(url, dest):
+class DownloadError(DataError):
+    """A download that failed; `bare` is the message without the hint."""
+
+    def __init__(self, bare, hint):
+        super().__init__(f"{bare}; {hint}")
+        self.bare = bare
+
+
+def download(url, dest, hint=None):
     """Fetch url into dest atomically (lib/atomic.py): an interrupted
-    download never looks like a finished one."""
+    download never looks like a finished one.  `hint`: how to do without
+    the network (default: pass --input)."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
         write_bytes_atomically(dest, data)
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
         reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"cannot download {url} ({reason}); {INPUT_HINT} with a local copy") from None
+        raise DownloadError(f"cannot download {url} ({reason})", hint or f"{INPUT_HINT} with a local copy") from None
+
+
+def _shown(path):
+    """path relative to the working directory when it is below it (data/shakespeare/input.txt)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def open_url_text(spec, folder):
@@ -191,8 +249,29 @@ def open_url_text(spec, folder):
     if not path.is_file():  # written atomically, so present means complete
         folder.mkdir(parents=True, exist_ok=True)
         download(spec.url, path)
-    data = path.read_bytes()
-    return TextSource(spec.url, hashlib.sha256(data).hexdigest(), _decode_utf8(data, path))
+    return _scan_text(path, spec.url)
+
+
+def find_shakespeare(repo_root=REPO_ROOT, url=SHAKESPEARE_URL):
+    """The path of Tiny Shakespeare's input.txt for tests and tools:
+    $GPT2LAB_SHAKESPEARE, else <repo>/data/shakespeare/input.txt (what `make
+    train` downloads), else <repo>/../shared/data/tinyshakespeare/input.txt;
+    with none of them, downloaded once to <repo>/data/shakespeare/input.txt.
+    Offline: DataError, one line saying where to put the file."""
+    repo_root = Path(repo_root)
+    in_repo = repo_root / SHAKESPEARE_IN_REPO
+    named = os.environ.get(SHAKESPEARE_ENV)
+    if named:
+        if not Path(named).expanduser().is_file():
+            raise DataError(f"{SHAKESPEARE_ENV}={named}: no such file; point it at Tiny Shakespeare's input.txt "
+                            f"or unset it to use {in_repo}")
+        return Path(named).expanduser().resolve()
+    for path in (in_repo, repo_root / SHAKESPEARE_SHARED):
+        if path.is_file():
+            return path.resolve()
+    in_repo.parent.mkdir(parents=True, exist_ok=True)
+    download(url, in_repo, f"offline, put Tiny Shakespeare's input.txt at {in_repo} (or set {SHAKESPEARE_ENV}=FILE)")
+    return in_repo.resolve()
 
 
 def _hub_texts(spec):
@@ -224,6 +303,13 @@ OPENERS = {
 
 
 def open_dataset(dataset, folder):
-    """Open the default (remote) source of a dataset; may download into folder."""
+    """Open the default (remote) source of a dataset; may download into
+    folder (a sibling of <data dir>/<dataset> while it is prepared).  Offline,
+    the one line names where the file goes."""
     spec = DATASETS[dataset]
-    return OPENERS[type(spec)](spec, folder)
+    try:
+        return OPENERS[type(spec)](spec, folder)
+    except DownloadError as err:
+        where = _shown(Path(folder).parent / dataset / spec.filename)
+        raise DataError(f"{err.bare}; offline, put the file at {where}, or set DATA_INPUT "
+                        "(--input FILE; train.py: --data-input FILE)") from None

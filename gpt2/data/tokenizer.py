@@ -135,6 +135,19 @@ def split_text(text, pieces):
     return [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+def last_cut(text, start=0):
+    """The end of the longest head of `text` that split_text may cut off
+    (right after a newline at index >= start with non-space characters on
+    both sides), or 0 when there is none: a text read in pieces is
+    tokenized head by head with the tokens of the whole."""
+    i = text.rfind("\n", max(start, 1), len(text) - 1)
+    while i >= max(start, 1):
+        if text[i - 1].strip() and text[i + 1].strip():
+            return i + 1
+        i = text.rfind("\n", max(start, 1), i)
+    return 0
+
+
 def _balanced_groups(texts, groups):
     """Consecutive runs of texts with about equal total characters."""
     total = sum(map(len, texts)) or 1

@@ -10,9 +10,9 @@ offline, and lm-evaluation-harness, vLLM or the Hub after them:
   README.md                a model card: settings, data, losses, sparsity
 
 A pruned model is written with its zeros (dense tensors; the card states
-the sparsity).  Needs safetensors (and huggingface_hub for --push-to-hub),
+the sparsity).  Needs safetensors (and huggingface_hub for --export-hub-repo),
 not transformers.  The folder is written beside OUT and renamed into place
-when complete (lib/atomic.py replaced_folder): an interrupted export leaves
+when complete (lib/atomic.py atomic_folder): an interrupted export leaves
 no OUT that looks complete.
 """
 
@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 from gpt2.data.tokenizer import N_VOCAB, hf_tokenizer_files
-from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, hf_config, require_safetensors, to_hf
-from gpt2.run.checkpoint import UnreadableCheckpoint, read_checkpoint_file
-from lib.atomic import replaced_folder
+from gpt2.run.checkpoint import load_model
+from lib.atomic import atomic_folder, remove_stale_folders
 from lib.errors import UserError
 from lib.pruning import prunable_weights, sparsity
 
@@ -41,41 +40,24 @@ class ExportError(UserError):
 
 
 def load_checkpoint_model(path):
-    """(GPT, checkpoint state) of a gpt2lab checkpoint, on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"no checkpoint at {path}; train one with `make train`, or name one with CKPT= (--ckpt)")
-    try:
-        state = read_checkpoint_file(path)
-    except UnreadableCheckpoint as exc:
-        raise ExportError(f"cannot read the checkpoint {path} ({str(exc)[:200]}); it is damaged or not a torch "
-                          "file: train again, or name another with CKPT=") from None
-    if not isinstance(state, dict) or not {"model", "model_config"} <= state.keys():
-        raise ExportError(f"{path} is not a gpt2lab checkpoint (no model and model_config); "
-                          "give one gpt2/train.py wrote (out/best.pt or out/ckpt.pt)")
-    try:
-        model = GPT(GPTConfig(**state["model_config"]))
-        model.load_state_dict(state["model"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise ExportError(f"{path}: its weights do not fit its model config ({reason[:200]}); "
-                          "the checkpoint is damaged") from None
+    """(GPT, Checkpoint) of a gpt2lab checkpoint, on the CPU, with finite weights."""
+    model, checkpoint = load_model(path)
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise ExportError(f"{path}: {bad[0]} holds inf or NaN; the checkpoint is damaged or the run diverged")
-    return model.eval(), state
+    return model, checkpoint
 
 
 def check_out_folder(out, overwrite):
     """Refuse an OUT that holds anything but an earlier export unless `overwrite`."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; give a folder (it is created)")
+        raise ExportError(f"--export-dir {out} is a file; give a folder (it is created)")
     if overwrite or not out.is_dir() or not any(out.iterdir()):
         return
     held = [name for name in MODEL_FILES if (out / name).exists()]
     what = f"another model ({', '.join(held)})" if held else "other files"
-    raise ExportError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another folder")
+    raise ExportError(f"--export-dir {out} already holds {what}; pass --overwrite to replace it, or choose another folder")
 
 
 def tokenizer_config(block_size):
@@ -99,9 +81,9 @@ def _number(value, digits=4):
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def model_card(model, tensors, state, ckpt_path, name):
+def model_card(model, tensors, checkpoint, ckpt_path, name):
     """README.md: what a reader of the Hub page needs to know about the run."""
-    args = state.get("args") or {}
+    args = checkpoint.args or {}
     config = model.config
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
@@ -110,7 +92,7 @@ def model_card(model, tensors, state, ckpt_path, name):
     start = args.get("init_from") or "random initialization"
     tokens = None
     if all(isinstance(args.get(k), int) for k in ("batch_size", "gradient_accumulation_steps")):
-        tokens = state.get("iter_num", 0) * args["batch_size"] * config.block_size * args["gradient_accumulation_steps"]
+        tokens = (checkpoint.iter_num or 0) * args["batch_size"] * config.block_size * args["gradient_accumulation_steps"]
     dataset = args.get("dataset", "-") + (f" (from {Path(args['data_input']).name})" if args.get("data_input") else "")
     rows = [
         ("Shape", f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
@@ -118,13 +100,13 @@ def model_card(model, tensors, state, ckpt_path, name):
         ("Parameters", f"{params / 1e6:.2f}M (the token embedding is tied to the output layer)"),
         ("Started from", start),
         ("Data", dataset),
-        ("Steps", f"{state.get('iter_num', '-')}" + (f" ({tokens:,} tokens)" if tokens else "")),
-        ("Best validation loss", _number(state.get("best_val_loss"))),
+        ("Steps", f"{checkpoint.iter_num if checkpoint.iter_num is not None else '-'}" + (f" ({tokens:,} tokens)" if tokens else "")),
+        ("Best validation loss", _number(checkpoint.best_val_loss)),
         ("Optimizer", f"{args.get('optimizer', '-')}, learning rate {args.get('learning_rate', '-')}"),
         ("Pruning", f"{args.get('pruning_method', 'none')}"),
         ("Sparsity", f"{sparsity(model):.2%} of the Linear weights in the blocks are zero "
                      f"({zeros:,} of {total:,}), stored as dense zeros"),
-        ("Training time", f"{_number(state.get('training_time'), 0)} s"),
+        ("Training time", f"{_number(checkpoint.training_time, 0)} s"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     settings = "\n".join(f"--{key.replace('_', '-')}={json.dumps(value)}" for key, value in sorted(args.items()))
@@ -178,19 +160,20 @@ def export(ckpt, out, overwrite=False, log=print):
 
     out = Path(out)
     check_out_folder(out, overwrite)
-    model, state = load_checkpoint_model(ckpt)
+    model, checkpoint = load_checkpoint_model(ckpt)
     tokenizer_files = hf_tokenizer_files()
     tensors = to_hf(model)
-    with replaced_folder(out) as folder:
+    remove_stale_folders(out)  # what an export killed earlier left beside it
+    with atomic_folder(out) as folder:
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(folder / CONFIG_FILE, hf_config(model.config))
         write_json(folder / "generation_config.json", generation_config())
         write_json(folder / "tokenizer_config.json", tokenizer_config(model.config.block_size))
         for name, source in tokenizer_files.items():
             shutil.copyfile(source, folder / name)
-        (folder / "README.md").write_text(model_card(model, tensors, state, ckpt, out.name), encoding="utf-8")
+        (folder / "README.md").write_text(model_card(model, tensors, checkpoint, ckpt, out.name), encoding="utf-8")
     size = sum(f.stat().st_size for f in out.iterdir())
-    log(f"exported {ckpt} (iter {state.get('iter_num')}) to {out}/: {size / 1e6:.1f} MB")
+    log(f"exported {ckpt} (iter {checkpoint.iter_num}) to {out}/: {size / 1e6:.1f} MB")
     return out, size
 
 
@@ -201,7 +184,7 @@ def push_to_hub(folder, repo, log=print):
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HfHubHTTPError
     except ImportError:
-        raise ExportError("--push-to-hub needs huggingface_hub; pip install huggingface_hub") from None
+        raise ExportError("--export-hub-repo needs huggingface_hub; pip install huggingface_hub") from None
     api = HfApi()
     try:
         api.create_repo(repo, repo_type="model", exist_ok=True)
@@ -209,6 +192,6 @@ def push_to_hub(folder, repo, log=print):
                                  commit_message="gpt2lab export")
     except (HfHubHTTPError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"--push-to-hub {repo}: upload failed ({reason[:200]}); check the network and "
+        raise ExportError(f"--export-hub-repo {repo}: upload failed ({reason[:200]}); check the network and "
                           "your token (`hf auth login`); the export itself is in " + str(folder)) from None
     log(f"uploaded {folder}/ to https://huggingface.co/{repo} ({getattr(info, 'commit_url', '')})")

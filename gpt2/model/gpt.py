@@ -14,7 +14,7 @@ Two deliberate choices:
 
 The model is plain PyTorch: nn.Linear and F.cross_entropy.  The CPU fast
 paths are attached to one instance explicitly (gpt2/cpu/fast_paths.py): its
-Linear layers swapped for oneDNN ones, and `output_loss` set to a loss that
+Linear layers swapped for ones of the CPU's fastest library, and `output_loss` set to a loss that
 never builds the full logits.  Nothing module-wide changes what any other
 GPT computes.
 """

@@ -14,11 +14,11 @@ where it came from (`model.init_source`: the source and the sha256 of its
 weights file), which the run's provenance keeps.
 """
 
-import hashlib
 from pathlib import Path
 
 from gpt2.model.gpt import GPT, MODEL_SIZES
 from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, read_hf_config, read_hf_tensors, to_gpt2lab
+from gpt2.data.sources import file_sha256
 from lib.errors import UserError
 
 HUB_ORG = "openai-community"
@@ -75,15 +75,6 @@ def weight_files(init_from):
     return files
 
 
-def sha256_of(path):
-    """Hex sha256 of a file, read in 16 MB pieces (GPT-2 XL's is 6 GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 24), b""):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def check_shape(init_from, weights_shape, gpt_config, model_cfg):
     """The run's model settings must describe the weights: one error naming both shapes."""
     run_shape = dict(n_layer=gpt_config.n_layer, n_head=gpt_config.n_head, n_embd=gpt_config.n_embd)
@@ -124,7 +115,7 @@ def load_pretrained(init_from, model_cfg):
         "init_from": init_from,
         "repo": hub_repo(init_from) if init_from in MODEL_SIZES else None,
         "path": str(weights_path.resolve()),
-        "sha256": sha256_of(weights_path),
+        "sha256": file_sha256(weights_path),
     }
     return model
 
@@ -137,7 +128,7 @@ def weights_difference(recorded):
         _, weights_path = weight_files(recorded["init_from"])
     except PretrainedError as exc:
         return f"init-from: {exc}"
-    digest = sha256_of(weights_path)
+    digest = file_sha256(weights_path)
     if digest != recorded.get("sha256"):
         return (f"init-from {recorded['init_from']}: the run started from weights with sha256 "
                 f"{str(recorded.get('sha256'))[:12]}..., {weights_path} has {digest[:12]}...")

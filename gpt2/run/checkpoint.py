@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from gpt2.errors import UsageError
+from gpt2.model.gpt import GPT, GPTConfig
 from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
 from lib.errors import UserError
 
@@ -86,6 +87,14 @@ class Checkpoint:
     @property
     def iter_num(self):
         return self._state.get("iter_num")
+
+    @property
+    def training_time(self):
+        return self._state.get("training_time")
+
+    @property
+    def best_val_loss(self):
+        return self._state.get("best_val_loss")
 
     @property
     def train_state(self):
@@ -205,6 +214,20 @@ def load_model_checkpoint(path):
         damaged_hint="it is damaged or not a torch file: train again, or give one gpt2/train.py wrote "
         "(out/best.pt or out/ckpt.pt) with --ckpt",
     )
+
+
+def load_model(path):
+    """(the GPT a checkpoint holds, in eval mode on the CPU; the Checkpoint),
+    for the tools that read a model from a file: make sample, export, eval."""
+    checkpoint = load_model_checkpoint(path)
+    try:
+        model = GPT(GPTConfig(**checkpoint.model_config))
+        model.load_state_dict(checkpoint.model_state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: its weights do not fit its model config ({reason[:200]}); "
+                         "the checkpoint is damaged") from None
+    return model.eval(), checkpoint
 
 
 class Checkpointer:

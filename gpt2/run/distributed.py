@@ -37,7 +37,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    store: object = None  # torchrun's key-value store, for from_main (None without DDP)
+    store: dist.Store | None = None  # torchrun's key-value store, for from_main (None without DDP)
 
     @property
     def enabled(self):
@@ -199,20 +199,21 @@ def stop_all_on_failure(distributed, expected=(), poll_seconds=FAILURE_POLL_S, g
         return
     store, rank = distributed.store, distributed.rank
     finished = threading.Event()
+    seen = {}  # the failure of another rank, once the watcher has read it
 
     def watch():
         while not finished.wait(poll_seconds):
+            failed = _read_failure(store)
+            if failed is None:
+                continue
+            seen.update(failed)
             try:
-                if not store.check(["failed"]):
-                    continue
-                failed = json.loads(store.get("failed"))
-                store.set(f"failed-seen/{rank}", "1")
-            except Exception:  # the store is gone: its host (rank 0, without torchrun) has exited
-                failed = {"rank": 0, "error": "its process exited"}
+                store.set(f"failed-seen/{rank}", "1")  # the failed rank waits for this before it exits
+            except Exception:
+                pass
             if failed["rank"] == rank or finished.wait(grace_seconds):
-                return  # this rank is stopping already (the same error on every rank)
-            print(f"error: rank {failed['rank']} failed ({failed['error']}); rank {rank} stops too",
-                  file=sys.stderr, flush=True)
+                return  # this rank is stopping already (the same error on every rank, or the peer's in a collective)
+            print(_stops_too(failed, rank), file=sys.stderr, flush=True)
             os._exit(1)
 
     watcher = threading.Thread(target=watch, name="gpt2lab-failure-watch", daemon=True)
@@ -221,12 +222,38 @@ def stop_all_on_failure(distributed, expected=(), poll_seconds=FAILURE_POLL_S, g
         yield
     except BaseException as exc:
         finished.set()
-        if not isinstance(exc, expected):
-            _post_failure(distributed, exc)
+        if isinstance(exc, expected):
+            raise
+        failed = seen or _read_failure(store, wait_seconds=grace_seconds if isinstance(exc, RuntimeError) else 0)
+        if failed and failed["rank"] != rank:
+            # A collective broke because another rank failed first: say that, not its traceback.
+            print(_stops_too(failed, rank), file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        _post_failure(distributed, exc)
         raise
     finally:
         finished.set()
         stop(distributed)
+
+
+def _stops_too(failed, rank):
+    return f"error: rank {failed['rank']} failed ({failed['error']}); rank {rank} stops too"
+
+
+def _read_failure(store, wait_seconds=0.0):
+    """The failure another rank posted ({"rank", "error"}), or None; waits
+    up to `wait_seconds` for one to appear.  A store that cannot be reached
+    means its host (rank 0, without torchrun) has exited."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            if store.check(["failed"]):
+                return json.loads(store.get("failed"))
+        except Exception:
+            return {"rank": 0, "error": "its process exited"}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _post_failure(distributed, exc):

@@ -2,20 +2,21 @@
 
 nanoGPT divides by an A100's 312 TFLOP/s whatever the hardware; here the peak
 comes from the GPU's name (dense tensor-core numbers from the vendors' data
-sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply in
-every library available (gpt2/cpu/matmul.py), the best of several rounds,
-once per machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
-An MFU above 100% can only mean an underestimated peak: the loop then prints
-above_peak_warning once.  An unknown GPU, and a MIG slice of a known one, get
-no MFU rather than a wrong one.
+sheets, no 2:4 sparsity), or, on CPU, from timing a large matrix multiply
+on every CPU path (gpt2/cpu/peak.py), the best of several rounds, once per
+machine (gpt2/cpu/machine_profile.py keeps it): the fastest is the peak.
+MFU is achieved over peak, so it never exceeds 100%: a run achieving more
+than the peak shows the peak was underestimated, and Peak.utilization
+raises it to what was achieved (saying so once; on CPU the raised peak is
+kept for later runs, and the machine measured again at the next start).
+An unknown GPU, and a MIG slice of a known one, get no MFU rather than a
+wrong one.
 """
 
 import re
-import time
 
 import torch
 
-from gpt2.cpu import matmul as cpu_matmul
 
 
 def _peaks(bf16, tf32, fp16=None):
@@ -76,11 +77,6 @@ GPU_PEAK_FLOPS = (
     ("T4", _peaks(bf16=None, fp16=65e12, tf32=8.1e12)),
 )
 
-# Side of the square matrices timed on CPU: 2 * 1024^3 = 2.1 GFLOP per
-# multiply, long enough to time, short enough for a laptop.
-_CPU_MATMUL_SIZE = 1024
-
-
 def _words(name):
     return re.split(r"[\s_-]+", name.strip().upper())
 
@@ -106,45 +102,10 @@ def gpu_peak_flops(device_name, dtype_name):
     return None
 
 
-def measure_matmul_flops(seconds=0.3, size=_CPU_MATMUL_SIZE, backend="blas"):
-    """Best FLOP/s of a float32 (size x size) product on CPU over about
-    `seconds`, all threads torch uses, through `backend` (gpt2/cpu/matmul.py)."""
-    # A private generator: measuring must not move the global RNG, which a
-    # resumed run restores to continue exactly where it stopped.
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator)
-    b = torch.randn(size, size, generator=generator)
-    multiply = cpu_matmul.product(backend)
-    multiply(a, b)  # warm-up: thread pool, kernel choice
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        multiply(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def cpu_matmul_flops(seconds=0.1, size=_CPU_MATMUL_SIZE, rounds=5, measure=measure_matmul_flops):
-    """{backend: FLOP/s} of every float32 matrix-multiply library this
-    PyTorch can use on CPU: torch.mm's BLAS, and oneDNN where available.
-    Each is the best of `rounds` measurements of `seconds`, the libraries
-    taking turns (as `make bench` repeats its timings), so a burst of work
-    from another process lowers some rounds, not the result: a peak taken
-    from one short window on a busy machine read low, and MFU over 100%.
-    (gpt2/cpu/machine_profile.py keeps the result, so this runs once per machine.)"""
-    backends = ("blas", "onednn") if cpu_matmul.available() else ("blas",)
-    best = dict.fromkeys(backends, 0.0)
-    for _ in range(rounds):
-        for backend in backends:
-            best[backend] = max(best[backend], measure(seconds, size, backend))
-    return best
-
-
 def peak_flops(device, dtype_name, cpu_flops):
     """Peak FLOP/s for MFU on `device` (a torch.device), or None if unknown.
-    On CPU the float32 rate of the fastest library in `cpu_flops` (as
-    cpu_matmul_flops returns), whichever the run uses: the peak of the
+    On CPU the float32 rate of the fastest path in `cpu_flops` (as
+    gpt2/cpu/peak.py cpu_matmul_flops returns), whichever the run uses: the peak of the
     machine, not of the code path.  Always float32: CPUs
     without native bfloat16/float16 multiply those far slower, which would
     make a low-precision MFU look better than float32 while the run is
@@ -161,38 +122,42 @@ def model_flops_utilization(flops_per_token, tokens_per_sec, peak, world_size=1)
     return flops_per_token * tokens_per_sec / (peak * world_size)
 
 
-def above_peak_warning(mfu, peak, device):
-    """The warning line for an MFU above 1.0, which only an underestimated
-    peak can produce, with where that peak comes from and how to fix it."""
+class Peak:
+    """The FLOP/s (per rank) MFU divides by, never below what the run
+    achieved, so an MFU is at most 1.0 wherever it is shown or logged.
+    `where` says where the figure comes from; `on_raise(flops)` keeps a
+    raised figure (the CPU's machine profile)."""
+
+    def __init__(self, flops, where, log=print, on_raise=None):
+        self.flops, self.where, self.log, self.on_raise = flops, where, log, on_raise
+        self.raised = False
+
+    def utilization(self, flops_per_token, tokens_per_sec, world_size=1):
+        """MFU as a fraction of the peak of all `world_size` ranks; an
+        achieved rate above the peak becomes the peak (said once per run)."""
+        achieved = flops_per_token * tokens_per_sec / world_size
+        if achieved > self.flops:
+            if not self.raised:
+                self.log(f"notice: this run achieves {achieved / 1e9:.3g} GFLOP/s, above the peak of "
+                         f"{self.flops / 1e9:.3g} GFLOP/s {self.where}: that is the peak from now on")
+                self.raised = True
+            self.flops = achieved
+            if self.on_raise:
+                self.on_raise(achieved)
+        return model_flops_utilization(flops_per_token, tokens_per_sec, self.flops, world_size)
+
+
+def mfu_peak(device, dtype_name, cpu_flops, log=print):
+    """The Peak of MFU on `device`, or None where it is unknown: on CPU the
+    higher of the fastest path in `cpu_flops` and the highest rate this
+    machine ever achieved (gpt2/cpu/machine_profile.py)."""
+    flops = peak_flops(device, dtype_name, cpu_flops)
+    if not flops:
+        return None
     if device.type == "cpu":
-        from gpt2.cpu.machine_profile import cache_path  # the peak's cache
+        from gpt2.cpu import machine_profile
 
-        fix = f"remove {cache_path()} to measure it again, on an idle machine"
-    else:
-        fix = "its entry in GPU_PEAK_FLOPS (gpt2/run/mfu.py) is too low"
-    return (
-        f"warning: MFU {mfu * 100:.0f}% is above 100%: the peak of {peak / 1e9:.3g} GFLOP/s it divides by "
-        f"is underestimated; {fix}"
-    )
-
-
-class MfuMeter:
-    """The MFU of each log interval against one peak (rank 0's); an MFU
-    above 100% prints above_peak_warning once."""
-
-    def __init__(self, peak, device, world_size):
-        self.peak, self.device, self.world_size = peak, device, world_size
-        self.warned = False
-
-    def utilization(self, flops_per_token, tokens_per_sec, log):
-        mfu = model_flops_utilization(flops_per_token, tokens_per_sec, self.peak, self.world_size)
-        if mfu > 1.0 and not self.warned:  # only an underestimated peak does that: say so, once
-            self.warned = True
-            log(above_peak_warning(mfu, self.peak, self.device))
-        return mfu
-
-
-def mfu_meter(device, dtype_name, cpu_flops, world_size):
-    """The run's MfuMeter, or None where the peak is unknown."""
-    peak = peak_flops(device, dtype_name, cpu_flops)
-    return MfuMeter(peak, device, world_size) if peak else None
+        flops = max(flops, machine_profile.kept_peak())
+        return Peak(flops, machine_profile.where(), log, lambda f: machine_profile.raise_peak(f, log))
+    where = f"of the data sheet for {torch.cuda.get_device_name(device)} (its GPU_PEAK_FLOPS entry, gpt2/run/mfu.py)"
+    return Peak(flops, where, log)

@@ -28,7 +28,7 @@ from gpt2.run.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, s
 from gpt2.run.checkpoint_source import resolve_resume_from
 from gpt2.run.distributed import cuda_index
 from gpt2.run.health import run_health
-from gpt2.run.mfu import mfu_meter
+from gpt2.run.mfu import mfu_peak
 from gpt2.run.samples import training_sampler
 from gpt2.run.trainer import Trainer
 from lib.atomic import write_text_atomically
@@ -241,7 +241,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
         raw_model=raw_model, model=model, eval_model=eval_model,
         optimizer=optimizer, pruner=pruner, scaler=scaler, batches=batches,
         micro_steps=plan.micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
-        mfu=mfu_meter(device, precision.dtype, cpu.flops, dist.world_size) if dist.is_main else None,
+        peak=mfu_peak(device, precision.dtype, cpu.flops, log) if dist.is_main else None,
         health=run_health(cfg, raw_model, device), sampler=training_sampler(cfg, dist),
         trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record, keep=training.ckpt_keep), log=log,
     )  # fmt: skip

@@ -24,7 +24,7 @@ from gpt2.model.gpt import GPT
 from gpt2.run.checkpoint import Checkpointer, rng_state
 from gpt2.run.distributed import Distributed
 from gpt2.run.health import RunHealth
-from gpt2.run.mfu import MfuMeter
+from gpt2.run.mfu import Peak
 from gpt2.run.precision import Precision
 from gpt2.run.preemption import signal_name
 from gpt2.run.samples import TrainingSampler
@@ -57,7 +57,7 @@ class Trainer:
     micro_steps: int  # gradient-accumulation steps on this rank
     tokens_per_iter: int  # over all ranks
     cpu: CpuPath
-    mfu: MfuMeter | None  # rank 0 only
+    peak: Peak | None  # MFU's denominator, never below what the run achieves (rank 0 only)
     health: RunHealth
     sampler: TrainingSampler | None  # rank 0, with --sample-interval > 0
     trackers: Trackers
@@ -218,8 +218,8 @@ class Trainer:
             f"iter {self.state.iter_num} | loss {loss:.4f} | lr {lr:.2e} | {seconds_per_iter * 1000:.1f} ms/iter"
             f" | {tokens_per_sec:,.0f} tok/s"
         )
-        if self.mfu:
-            mfu = self.mfu.utilization(self.raw_model.flops_per_token(), tokens_per_sec, self.log)
+        if self.peak:  # never above 100%: an underestimated peak is raised (gpt2/run/mfu.py)
+            mfu = self.peak.utilization(self.raw_model.flops_per_token(), tokens_per_sec, self.dist.world_size)
             metrics["train/mfu"] = mfu
             line += f" | mfu {mfu * 100:.1f}%"
         self.trackers.log(metrics, step=self.state.iter_num)

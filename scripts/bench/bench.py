@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 
 from gpt2.data.prepare import DataError, ensure_prepared
+from gpt2.data.sources import find_shakespeare
 from gpt2.train import no_log
 from scripts.bench.report import evaluate_goals, format_report
 from scripts.bench.rows import (BenchError, Workspace, data_rows, monitor_measurement_rows, peak_row, set_cpu_mfu,
@@ -62,7 +63,6 @@ from scripts.bench.rows import (BenchError, Workspace, data_rows, monitor_measur
 from scripts.bench.system import machine, matmul_peak
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 CPU = ("--device", "cpu", "--dtype", "float32", "--no-compile")
 # The ablation of gpt2/cpu/matmul.py: torch's own matrix multiplies.
@@ -166,8 +166,9 @@ def build_parser():
         "--input",
         metavar="FILE",
         type=Path,
-        default=DEFAULT_CORPUS,
-        help="Tiny Shakespeare text (default: %(default)s)",
+        default=None,
+        help="Tiny Shakespeare text (default: $GPT2LAB_SHAKESPEARE, data/shakespeare/input.txt, "
+        "../shared/data/tinyshakespeare/input.txt, else downloaded once)",
     )
     return parser
 
@@ -191,6 +192,11 @@ def run_benchmark(args, command):
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: CUDA is not available on this machine; use --device cpu")
+    if args.input is None:
+        try:
+            args.input = find_shakespeare()
+        except DataError as e:
+            raise BenchError(str(e)) from None
     if not args.input.is_file():
         raise BenchError(f"--input {args.input}: no such file; point --input at Tiny Shakespeare's input.txt")
     mode = "quick" if args.quick else "full"

@@ -126,7 +126,8 @@ def measure(spec):
         "activation_checkpointing": model.config.activation_checkpointing,
         "cpu_matmul": cpu_matmul.library_of(model) if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
-        "setup_peak_flops": run.mfu.peak if run.mfu else None,  # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)
+        # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)
+        "setup_peak_flops": run.peak.flops if run.peak else None,
         "tracker": cfg.tracking.tracker,
         "tracker_startup_s": startup,
         "tracker_finish_s": finish,

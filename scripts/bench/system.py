@@ -10,7 +10,7 @@ from datetime import datetime
 import torch
 
 from gpt2.cpu.machine_profile import cpu_model
-from gpt2.run.mfu import cpu_matmul_flops
+from gpt2.cpu.peak import cpu_matmul_flops
 from gpt2.data.tokenizer import close_workers, default_workers, gpt2_encoding, tokenize
 
 # Square sizes timed for the CPU peak: the best of them is the peak (on the

@@ -54,7 +54,7 @@ def pretrained_check(work, say=print, dataset="openwebtext", max_tokens=20_000_0
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     losses = []
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-        for x, y in batches.eval_batches("val", eval_iters):
+        for _, (x, y) in batches.eval_batches("val", eval_iters):
             losses.append(model(x, y)[1].float().item())
     loss = sum(losses) / len(losses)
     reference = REFERENCE.get(dataset)
@@ -70,15 +70,16 @@ def pretrained_check(work, say=print, dataset="openwebtext", max_tokens=20_000_0
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default="pretrained-check")
-    parser.add_argument("--data-dir", default=None, help="a data folder that already holds the prepared corpus")
-    parser.add_argument("--dataset", default="openwebtext", choices=["openwebtext", "finewebedu"])
-    parser.add_argument("--max-tokens", type=int, default=20_000_000)
-    parser.add_argument("--eval-iters", type=int, default=100)
+    parser.add_argument("--prepared", default=None, metavar="DIR",
+                        help="a data folder that already holds the prepared corpus")
+    parser.add_argument("--corpus", default="openwebtext", choices=["openwebtext", "finewebedu"])
+    parser.add_argument("--corpus-tokens", type=int, default=20_000_000, help="tokens of the corpus to prepare")
+    parser.add_argument("--batches", type=int, default=100, help="validation batches to score")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
     try:
-        result = pretrained_check(args.work_dir, dataset=args.dataset, max_tokens=args.max_tokens,
-                                  eval_iters=args.eval_iters, data_dir=args.data_dir)
+        result = pretrained_check(args.work_dir, dataset=args.corpus, max_tokens=args.corpus_tokens,
+                                  eval_iters=args.batches, data_dir=args.prepared)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

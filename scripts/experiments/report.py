@@ -52,9 +52,12 @@ class Run:
 
     @property
     def mfu(self):
-        """Mean of the logged train/mfu, None when none was logged (no known peak FLOPS)."""
+        """Mean of the logged train/mfu; None when none was logged (no known
+        peak FLOPS) or one is above 1.0: achieved over peak cannot be, so
+        that run divided by an underestimated peak (code before the peak
+        was raised to what a run achieves) and none of its MFUs is true."""
         values = [m["train/mfu"] for m in self.points.values() if m.get("train/mfu") is not None]
-        return statistics.fmean(values) if values else None
+        return statistics.fmean(values) if values and max(values) <= 1.0 else None
 
     @property
     def tokens_per_iter(self):
@@ -245,7 +248,8 @@ def markdown(groups, baseline, described, unfinished, plots):
         "",
         "Losses to 4 decimals: mean ± sample standard deviation over the seeds (n: the seeds counted); "
         "the other columns are means over the seeds. MFU: the mean of the logged train/mfu (n/a where the "
-        f"device's peak FLOPS are unknown). ★ marks the lowest mean best val loss; Δ is a point's mean best "
+        "device's peak FLOPS are unknown, or where a run logged an MFU above 100%, which only an "
+        f"underestimated peak gives). ★ marks the lowest mean best val loss; Δ is a point's mean best "
         f"val loss minus the baseline's ({baseline}). Every run's exact numbers: report.csv.",
         "",
         table(groups, baseline),

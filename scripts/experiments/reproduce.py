@@ -165,7 +165,9 @@ def parse_flags(args):
 
 def data_now(flags, prepare):
     """This machine's fingerprint of the data the run names: prepared first
-    (`prepare`), else read from an existing meta.json (None when absent)."""
+    (`prepare`), else read from an existing meta.json (None when absent);
+    the token files hashed, whatever meta.json says (~3 s per GB:
+    gpt2/data/integrity.py)."""
     from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared, read_finished_meta
 
     folder = Path(flags.data_dir).expanduser().resolve() / flags.dataset
@@ -175,7 +177,7 @@ def data_now(flags, prepare):
                                      max_tokens=flags.data_max_tokens, log=say)
         except DataError as exc:
             raise ReproduceError(f"cannot prepare the run's data: {exc}") from None
-    return data_fingerprint(folder) if read_finished_meta(folder) else None
+    return data_fingerprint(folder, verify=True) if read_finished_meta(folder) else None
 
 
 def git_differences(config, prov):
@@ -215,7 +217,12 @@ def machine_differences(prov, data):
     if then_data and data is None:
         found.append(f"data: the run read {then_data.get('folder')}; nothing is prepared here yet")
     elif then_data:
+        for name in data.get("tokens_altered", []):
+            found.append(f"data: {Path(data['folder']) / name} does not hold the tokens meta.json recorded "
+                         "(changed since it was prepared); prepare the data again for the run's tokens")
         for key in DATA_KEYS:
+            if key == "tokens_sha256" and data.get("tokens_altered"):
+                continue  # said above, naming the file
             if then_data.get(key) is not None and data.get(key) is not None and then_data[key] != data[key]:
                 found.append(f"data {key}: the run read {then_data[key]}, {data['folder']} holds {data[key]}")
     if prov.get("init_from"):  # a fine-tuning run: the same starting weights?

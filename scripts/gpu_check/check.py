@@ -13,7 +13,6 @@ from scripts.gpu_check import preflight, runs
 from scripts.gpu_check.steps import STEP_NAMES, STEPS, Context, budget_on_one_gpu
 
 IN_REPO_CORPUS = runs.REPO_ROOT / "wheelhouse" / "data" / "tinyshakespeare" / "input.txt"  # make wheelhouse's copy
-SHARED_CORPUS = runs.REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 # A step is cut at its budget times this (the budgets are estimates); the
 # report is rewritten after each step, so a cut of the whole keeps the rest.
 LIMIT_FACTOR = 1.5
@@ -33,8 +32,9 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python3 -m scripts.gpu_check", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--out", default="gpu-check.json", help="where to write the figures (default: %(default)s)")
-    parser.add_argument("--input", type=Path, default=IN_REPO_CORPUS if IN_REPO_CORPUS.is_file() else SHARED_CORPUS,
-                        help="Tiny Shakespeare's input.txt (default: %(default)s)")
+    parser.add_argument("--input", type=Path, default=IN_REPO_CORPUS if IN_REPO_CORPUS.is_file() else None,
+                        help="Tiny Shakespeare's input.txt (default: %(default)s, else $GPT2LAB_SHAKESPEARE, "
+                        "data/shakespeare/input.txt, ../shared/data/tinyshakespeare/input.txt, else downloaded once)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep data, checkpoints and the Trackio database here (default: a temporary folder)")
     parser.add_argument("--skip", action="append", default=[], choices=STEP_NAMES, metavar="STEP",
@@ -46,6 +46,13 @@ def build_parser():
 
 def check_arguments(args):
     """What a user can get wrong, found before the GPU is touched."""
+    if args.input is None:
+        from gpt2.data.sources import DataError, find_shakespeare
+
+        try:
+            args.input = find_shakespeare(runs.REPO_ROOT)
+        except DataError as err:
+            raise CheckError(str(err)) from None
     if not args.input.is_file():
         raise CheckError(f"--input {args.input}: no such file; point --input at Tiny Shakespeare's input.txt "
                          "(make wheelhouse copies it to wheelhouse/data/tinyshakespeare/input.txt)")  # fmt: skip
