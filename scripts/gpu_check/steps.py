@@ -303,7 +303,7 @@ STEPS = [
     ("preset", 150, preset_step),
     ("resume", 140, resume_step),
     ("ddp", 90, ddp_step),
-    ("batch_auto", 120, batch_auto_step),
+    ("batch_auto", 80, batch_auto_step),
 ]
 STEP_NAMES = [name for name, _, _ in STEPS]
 
