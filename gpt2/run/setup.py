@@ -152,7 +152,9 @@ def batch_plan(cfg, precision, dist, device, log):
     probed first on CUDA with --batch-size-auto (gpt2/run/batch_probe.py).
     A collective."""
     training, block = cfg.training, cfg.model.block_size
-    plan = plan_batch(training, block, dist.world_size)  # a total that does not divide: before any probing
+    # A total that does not divide: before any probing, and raised by every
+    # rank at once (rank 0 decides: a collective), so rank 0 prints it.
+    plan = dist.on_main(plan_batch, training, block, dist.world_size)
     upper = plan.sequences_per_rank if training.total_batch_tokens else MAX_BATCH
     size, record = auto_batch_size(cfg, precision, dist, device, log, upper=upper)
     return (plan_batch(training, block, dist.world_size, batch_size=size) if size else plan), record
