@@ -6,7 +6,7 @@
 # KCONFIG_CONFIG and BUILD (where .config and the generated files live, so
 # tests can point them at a scratch folder), DEFCONFIG (savedefconfig's output),
 # TORCH_SPEC (the torch that scripts/setup_venv.py installs, e.g. a CUDA build);
-# sample: CKPT; export: CKPT, OUT; sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
+# sample: CKPT; export: CKPT, OUT; eval: CKPT, TASKS; sweep: SWEEP (a sweep file) or BASE, VARY, SEEDS; JOBS, NAME, SWEEPS (the
 # sweeps' folder); wheelhouse: PYTHON_VERSION, WHEELHOUSE_ONLY; report: SWEEP_DIR, RUNS, REPORT_DIR, BASELINE, TRACK;
 # reproduce: RUN, STRICT.
 
@@ -39,7 +39,7 @@ CONFIGURE := $(PYTHON) -m scripts.configure --config $(KCONFIG_CONFIG) --build-d
 
 .DEFAULT_GOAL := help
 .PHONY: help menuconfig list-defconfigs savedefconfig olddefconfig listnewconfig example-config genconfig \
-	train sample export sweep report reproduce trackio-show wandb-sync bench gpu-check wheelhouse test clean venv
+	train sample export eval sweep report reproduce trackio-show wandb-sync bench gpu-check wheelhouse test clean venv
 
 help: ## list the targets, one line each
 	@$(SYSTEM_PYTHON) scripts/make_help.py Makefile
@@ -82,6 +82,9 @@ sample: | $(VENV_STAMP) ## print text from a checkpoint with .config's Sampling 
 
 export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=OUT_DIR/best.pt, OUT=export/, ARGS="--overwrite --export-hub-repo user/repo"]
 	@$(PYTHON) -m scripts.export $(if $(wildcard $(KCONFIG_CONFIG)),--config=$(call arg,KCONFIG_CONFIG)) --ckpt=$(call arg,CKPT) $(if $(value OUT),--export-dir=$(call arg,OUT)) $(ARGS)
+
+eval: | $(VENV_STAMP) ## score a checkpoint: HellaSwag, perplexity, lm-evaluation-harness [CKPT=OUT_DIR/best.pt, TASKS=hellaswag,ppl,harness, ARGS=...]
+	@$(PYTHON) -m scripts.eval --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' --tasks '$(TASKS)' $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
 	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port=$(call arg,PORT)

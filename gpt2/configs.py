@@ -21,13 +21,14 @@ field is a flag and every flag is a field, so an option that reaches no code
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from gpt2.data.sources import DATASETS
 from gpt2.data.tokenizer import N_VOCAB
 from gpt2.errors import UsageError
+from gpt2.eval.config import EvalConfig
 from gpt2.model.gpt import GPT2_CONTEXT, MODEL_SIZES, GPTConfig
 from lib.optim import OptimizerConfig, optimizer_config_class
 from lib.plugins import PluginConfig, from_flags
@@ -122,6 +123,9 @@ class TrainingConfig:
     min_lr: float
     warmup_iters: int
     lr_decay_iters: int
+    lr_schedule: str
+    lr_decay_fraction: float
+    lr_decay_shape: str
     grad_clip: float
     eval_interval: int
     eval_iters: int
@@ -133,18 +137,10 @@ class TrainingConfig:
     ckpt_interval: int  # also a step checkpoint every N iterations; 0: none
     ckpt_keep: int  # step checkpoints kept
     json_output: str
-    # The schedule's peak: LEARNING_RATE, whose one field is OptimizerConfig's
-    # (lib/optim, where it is validated); RunConfig.from_flags copies it here.
-    learning_rate: float = field(default=None, metadata={"derived": True})
+    # The schedule's peak is LEARNING_RATE, OptimizerConfig's (lib/optim,
+    # where it is validated); RunConfig checks MIN_LR against it.
 
     def __post_init__(self):
-        if self.learning_rate is None:
-            raise TypeError("TrainingConfig needs learning_rate: build it with RunConfig.from_flags")
-        if self.min_lr > self.learning_rate:
-            raise UsageError(
-                f"--min-lr {self.min_lr:g} is above --learning-rate {self.learning_rate:g}; "
-                "the schedule decays from the learning rate down to min-lr"
-            )
         # Found before training rather than when the JSON is written at the end.
         if self.json_output and os.path.isdir(self.json_output):
             raise UsageError(f"--json-output {self.json_output} is a folder; give a file path such as out/metrics.json")
@@ -230,6 +226,14 @@ class RunConfig:
     tracking: TrackingConfig
     sampling: SamplingConfig
     health: HealthConfig
+    eval: EvalConfig
+
+    def __post_init__(self):
+        if self.training.min_lr > self.optimizer.learning_rate:
+            raise UsageError(
+                f"--min-lr {self.training.min_lr:g} is above --learning-rate {self.optimizer.learning_rate:g}; "
+                "the schedule decays from the learning rate down to min-lr"
+            )
 
     @classmethod
     def from_flags(cls, flags):
@@ -239,7 +243,7 @@ class RunConfig:
         return cls(
             model=from_flags(ModelConfig, flags),
             data=from_flags(DataConfig, flags),
-            training=from_flags(TrainingConfig, flags, learning_rate=optimizer.learning_rate),
+            training=from_flags(TrainingConfig, flags),
             system=from_flags(SystemConfig, flags),
             optimizer=optimizer,
             optimizer_own=_user_error(from_flags, own_class, flags),
@@ -247,6 +251,7 @@ class RunConfig:
             tracking=_user_error(TrackingConfig.from_flags, flags),
             sampling=from_flags(SamplingConfig, flags),
             health=from_flags(HealthConfig, flags),
+            eval=from_flags(EvalConfig, flags),
         )
 
 
@@ -258,5 +263,5 @@ def config_classes():
     from lib.trackers.registry import backend_module
 
     return [ModelConfig, DataConfig, TrainingConfig, SystemConfig, OptimizerConfig, PruningConfig,
-            TrackingConfig, SamplingConfig, HealthConfig, *(optimizer_config_class(name) for name in optimizer_names()),
+            TrackingConfig, SamplingConfig, HealthConfig, EvalConfig, *(optimizer_config_class(name) for name in optimizer_names()),
             *(backend_module(name).Config for name in backend_names())]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from gpt2 import cli
 from gpt2.configs import RunConfig
+from gpt2.eval.training import eval_at_end
 from gpt2.run import distributed
 from gpt2.run.checkpoint import LATEST
 from gpt2.run.determinism import error_message, nondeterministic_operation
@@ -81,6 +82,7 @@ def train(args, log=log_line):
                 # The other ranks wait here until rank 0 has written its files, so
                 # no rank tears the process group down under another still using it.
                 dist.barrier()
+            eval_at_end(cfg, vars(args), dist, stopped_by)  # EVAL_AT_END: make eval of best.pt
             if stopped_by:
                 raise StoppedBySignal(stopped_by, trainer.state.iter_num, Path(cfg.training.out_dir) / LATEST, stop)
             return metrics

@@ -91,6 +91,8 @@ class Option:
         option whose dependencies are unmet at the defaults (SGD_MOMENTUM
         while AdamW is selected), so `--optimizer sgd` alone is complete."""
         if self.kind == "choice":
+            if self.item.selection is None and self.item.defaults:  # a choice whose dependencies are unmet
+                return next(v for v, sym in choice_members(self.item).items() if sym is self.item.defaults[0][0])
             return choice_value(self.item)
         if self.kind == "list":
             members = list_members(kconf, self.item).values()

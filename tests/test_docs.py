@@ -43,12 +43,13 @@ TOOLS = {
     "make gpu-check": ("scripts.gpu_check.check",), "scripts.gpu_check": ("scripts.gpu_check.check",),
     "make wandb-sync": ("scripts.tracking.wandb_sync",), "make reproduce": ("scripts.experiments.reproduce",),
     "make wheelhouse": ("scripts.wheelhouse",),
+    "make eval": ("scripts.eval", "gpt2.eval.cli"), "gpt2/eval.py": ("gpt2.eval.cli",),
 }
 SCRIPT_MODULES = ["scripts.bench.bench", "scripts.bench.step", "scripts.configure", "scripts.experiments.report",
                   "scripts.experiments.reproduce", "scripts.experiments.sweep", "scripts.export",
                   "scripts.genconfig", "scripts.gpu_check.check", "scripts.launch", "scripts.sample",
                   "scripts.tracking.replay_journal", "scripts.tracking.trackio_show", "scripts.tracking.wandb_sync",
-                  "scripts.wheelhouse", "scripts.checks.pretrained_check"]
+                  "scripts.wheelhouse", "scripts.checks.pretrained_check", "scripts.eval"]
 # Commands whose own flags are not ours (pip's --index-url, torchrun's
 # --nproc-per-node, #SBATCH lines): on such a segment of a command line the
 # flags before one of our commands are theirs; in prose, a flag no parser
@@ -107,7 +108,7 @@ def flags_of(module_name):
 
 def all_flags():
     return frozenset().union(*(flags_of(name) for name in {*SCRIPT_MODULES, "gpt2.train", "gpt2.sample",
-                                                             "gpt2.prepare_data"}))
+                                                             "gpt2.prepare_data", "gpt2.eval.cli"}))
 
 
 def code_lines(path):

@@ -295,7 +295,7 @@ def test_float16_overflow_steps_leave_movement_scores_finite():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=8, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    pruner = build_pruner(model, optimizer, PruningConfig("movement", 0.5, 0, 10, 1))
+    pruner = build_pruner(model, optimizer, PruningConfig("movement", 0.5, 0, 10, 1, "zhu-gupta", False))
     tokens = torch.randint(64, (2, 9))
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
     run = SimpleNamespace(

@@ -28,7 +28,7 @@ from lib.options import options
 # optimizer's knobs are here without editing this file), with SPAM's reset
 # small enough (every 8 steps) to happen inside every test run.
 KNOBS = {**{option.dest: option.default(load_tree()) for option in options(load_tree())
-            if option.group == "Optimizer" and option.kind != "choice"},
+            if option.group == "Optimizer" and option.dest != "optimizer"},
          "spam_interval": 8, "spam_warmup": 3}
 LR = {"sgd": 0.05}  # the Adam family uses DEFAULT_LR
 DEFAULT_LR = 0.01

@@ -250,6 +250,7 @@ SCRIPT_FLAGS = {
     ("scripts/configure.py", "--tracker"): "the preset's tracker suffix (defconfig-<name>-<tracker>)",
     ("scripts/gpu_check/check.py", "--input"): "the text of its own scratch runs",
     ("scripts/gpu_check/check.py", "--deterministic"): "its runs' --deterministic, for a bit-identical resume",
+    ("scripts/gpu_check/eval_reference.py", "--device"): "the device of gpu-check's reference eval (cuda)",
 }
 
 

@@ -5,27 +5,36 @@ Kconfig tree agree."""
 
 import dataclasses
 import io
+import math
 
 import pytest
 import torch
 from torch import nn
 
+from gpt2.train import main as train_main
 from lib.kconfig import load_tree
 from lib.optim import OptimizerConfig, build_optimizer, optimizer_config
 from lib.options import options
+from lib.optim._prune_scores import SCORES
 from lib.pruning import (
+    MASKS_FILE,
     PruningConfig,
     build_pruner,
+    layer_sparsity,
+    load_masks,
     prunable_weights,
     pruner_class,
     pruning_methods,
+    save_masks,
     sparsity,
 )
 from lib.pruning._base import keep_mask
+from train_support import TINY, shakespeare_flags
 
 VOCAB, DIM = 32, 16
 # 3 does not divide 20
-SCHEDULE = dict(target_sparsity=0.7, pruning_warmup=5, pruning_ramp_iters=20, pruning_interval=3)
+SCHEDULE = dict(target_sparsity=0.7, pruning_warmup=5, pruning_ramp_iters=20, pruning_interval=3,
+                pruning_schedule="zhu-gupta", pruning_layer_adaptive=False)
 END = 5 + 20
 # method -> optimizer it runs with ("state" needs adamwprune)
 METHODS = {"magnitude": "adamw", "movement": "adamw", "state": "adamwprune"}
@@ -67,11 +76,12 @@ def make_task():
     return tokens, (tokens * 3 + 1) % VOCAB
 
 
-def make_optimizer(name, model):
+def make_optimizer(name, model, variant="fisher"):
     settings = OptimizerConfig(
         optimizer=name, learning_rate=3e-3, weight_decay=0.1, beta1=0.9, beta2=0.95
     )
-    knobs = dict(sgd_momentum=0.0, spam_interval=0, spam_warmup=0, spam_theta=5000.0)
+    knobs = dict(sgd_momentum=0.0, spam_interval=0, spam_warmup=0, spam_theta=5000.0, adamwprune_variant=variant,
+                 muon_lr=0.02, muon_momentum=0.95)
     return build_optimizer(model, settings, optimizer_config(name, knobs))
 
 
@@ -323,3 +333,183 @@ def test_the_kconfig_defaults_make_a_valid_pruner(tree, method):
     pruner = build_pruner(model, optimizer, PruningConfig.from_flags(flags))
     pruner.step(0)
     assert pruner.current_target(10**9) == (0.0 if method == "none" else flags["target_sparsity"])
+
+
+# --- AdamWPrune's variants: each score against a hand computation ----------------
+
+# A 3x3 weight with AdamW state.  v's entries are powers of 16, so fourth roots
+# are exact, and every value is exact in float16 (bitter8/9 compute in it).
+W = [[0.5, -2.0, 0.25], [-1.0, 4.0, -0.5], [2.0, -0.25, 1.0]]
+M = [[0.25, 0.5, -1.0], [-0.5, 1.0, 0.25], [-2.0, -0.5, 0.5]]
+V = [[1.0, 16.0, 0.0625], [256.0, 1.0, 16.0], [0.0625, 1.0, 256.0]]
+EPS = 1e-8
+
+
+def sign(x):
+    return (x > 0) - (x < 0)
+
+
+HAND = {  # entry (w, m, v) -> score, written from each docstring's formula
+    "fisher": lambda w, m, v: w * w * v,
+    "bitter0": lambda w, m, v: abs(w * m) * abs(w) / (math.sqrt(v) + EPS),
+    "bitter1": lambda w, m, v: abs(w),
+    "bitter2": lambda w, m, v: abs(w),
+    "bitter3": lambda w, m, v: abs(w) * math.sqrt(abs(m) + EPS),
+    "bitter4": lambda w, m, v: abs(w) * math.sqrt(abs(m) + EPS),
+    "bitter5": lambda w, m, v: sign(w) * m / (math.sqrt(v) + EPS) + 0.1 * abs(w),
+    "bitter6": lambda w, m, v: abs(w) * math.sqrt(abs(m) + EPS) * math.sqrt(m * m / (v + EPS)),
+    "bitter7": lambda w, m, v: abs(w) * (abs(v) + EPS) ** 0.25,
+    "bitter8": lambda w, m, v: abs(w) * abs(v) ** 0.25,  # float16: 1e-5 is below v's rounding
+    "bitter9": lambda w, m, v: abs(w) * abs(v) ** 0.25,
+}
+
+
+def test_every_variant_has_a_hand_computation():
+    assert sorted(HAND) == sorted(SCORES)
+
+
+@pytest.mark.parametrize("variant", sorted(SCORES))
+def test_variant_score_matches_its_formula_on_a_3x3_example(variant):
+    w, m, v = torch.tensor(W), torch.tensor(M), torch.tensor(V)
+    expected = [HAND[variant](W[i][j], M[i][j], V[i][j]) for i in range(3) for j in range(3)]
+    got = SCORES[variant](w, m, v)
+    assert got.dtype == torch.float32 and got.shape == (3, 3)
+    tolerance = 2e-3 if variant in ("bitter8", "bitter9") else 1e-6  # float16's 11-bit mantissa
+    assert got.flatten().tolist() == pytest.approx(expected, rel=tolerance)
+
+
+def test_bitter5_keeps_the_weight_adam_pushes_to_zero_as_the_source_code_does():
+    # w = 1, m = 1: Adam's update -lr * m / sqrt(v) moves w towards zero.  The
+    # source's docs would prune it first; its code (followed) keeps it.
+    w, v = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    score = SCORES["bitter5"](w, torch.tensor([[1.0, -1.0]]), v)
+    assert score[0, 0] > score[0, 1]
+
+
+@pytest.mark.parametrize("variant", sorted(SCORES))
+def test_variant_falls_back_to_magnitude_before_the_first_step(variant):
+    w = torch.tensor(W)
+    assert torch.equal(SCORES[variant](w, None, None), w.square() if variant == "fisher" else w.abs())
+
+
+def test_state_pruning_with_bitter1_prunes_as_magnitude_does():
+    """bitter1 is |w|: through the state method it picks magnitude's masks."""
+    runs = {}
+    for method, optimizer, variant in (("magnitude", "adamwprune", "fisher"), ("state", "adamwprune", "bitter1")):
+        model = TinyLM()
+        opt = make_optimizer(optimizer, model, variant=variant)
+        train(model, opt, build_pruner(model, opt, pruning(method)), END + 1)
+        runs[method] = model
+    for name, weight in prunable_weights(runs["state"]).items():
+        assert torch.equal(weight == 0, prunable_weights(runs["magnitude"])[name] == 0), name
+
+
+def test_bitter4_without_layer_adaptive_targets_is_refused_in_one_line():
+    model = TinyLM()
+    with pytest.raises(ValueError, match=r"^--adamwprune-variant bitter4 .* add --pruning-layer-adaptive [^\n]+$"):
+        build_pruner(model, make_optimizer("adamwprune", model, variant="bitter4"), pruning("state"))
+
+
+# --- schedules: linear, AdamWPrune's cubic, layer-adaptive targets ------------------
+
+
+def test_ramps_follow_their_formulas_and_end_on_target():
+    for shape, halfway in (("zhu-gupta", 1 - 0.5**3), ("linear", 0.5), ("cubic", 0.5**3)):
+        schedule = pruning("magnitude", pruning_schedule=shape).schedule()
+        assert schedule.target(4) == 0.0
+        assert schedule.target(15) == pytest.approx(0.7 * halfway), shape
+        assert schedule.target(END) == 0.7 and schedule.target(END + 50) == 0.7
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cubic_schedule_hits_the_target_at_the_end_of_the_ramp(method):
+    model = TinyLM()
+    optimizer = make_optimizer(METHODS[method], model)
+    pruner = build_pruner(model, optimizer, pruning(method, pruning_schedule="cubic"))
+    history = train(model, optimizer, pruner, END + 1)
+    assert history[:5] == [0.0] * 5
+    # progress^3: at the update at 14 (progress 9/20), 0.7 * 0.45^3 = 6.4% of the weights.
+    assert history[14] == pytest.approx(0.7 * (9 / 20) ** 3, abs=1e-3)
+    assert history[END - 1] < 0.7 * (19 / 20) ** 3 + 1e-3  # not there yet before the end...
+    assert abs(history[END] - 0.7) < 1e-3  # ...and within 0.1% of the target at it
+
+
+def test_layer_adaptive_targets_rise_from_0_7x_to_1_3x_and_average_the_target():
+    model = TinyLM()
+    optimizer = make_optimizer("adamwprune", model, variant="bitter4")
+    config = pruning("state", target_sparsity=0.5, pruning_schedule="cubic", pruning_layer_adaptive=True)
+    pruner = build_pruner(model, optimizer, config)
+    train(model, optimizer, pruner, END + 1)
+    # 4 prunable layers: 0.5 * (0.7, 0.9, 1.1, 1.3)
+    expected = [0.35, 0.45, 0.55, 0.65]
+    per_layer = layer_sparsity(pruner)
+    assert list(per_layer) == [f"sparsity/blocks.{i}.{layer}" for i in (0, 1) for layer in ("fc", "proj")]
+    assert list(per_layer.values()) == pytest.approx(expected, abs=1 / 1024)  # one entry of 1024
+    assert sum(per_layer.values()) / 4 == pytest.approx(0.5, abs=1 / 1024)
+
+
+def test_layer_adaptive_caps_a_layer_at_95_percent():
+    schedule = pruning("magnitude", target_sparsity=0.9, pruning_layer_adaptive=True).schedule()
+    assert [schedule.layer_target(0.9, i, 3) for i in range(3)] == pytest.approx([0.63, 0.9, 0.95])
+
+
+# --- what a researcher inspects: per-layer sparsity, masks.pt ---------------------
+
+
+def test_masks_file_holds_one_bit_per_weight_and_reads_back(tmp_path):
+    model, optimizer, pruner = make_run("magnitude")
+    train(model, optimizer, pruner, END + 1)
+    path = save_masks(tmp_path, pruner, END)
+    assert path == tmp_path / MASKS_FILE and sorted(p.name for p in tmp_path.iterdir()) == [MASKS_FILE]
+    masks = load_masks(path)
+    assert list(masks) == ["blocks.0.fc", "blocks.0.proj", "blocks.1.fc", "blocks.1.proj"]
+    for name, weight in prunable_weights(model).items():
+        assert torch.equal(masks[name.removesuffix(".weight")], weight != 0)
+    saved = torch.load(path, weights_only=True)
+    assert saved["iter_num"] == END
+    assert sum(entry["bits"].numel() for entry in saved["masks"].values()) == 4 * 1024 // 8
+
+
+def test_dense_training_logs_no_layer_sparsity_and_writes_no_masks(tmp_path):
+    model, optimizer, pruner = make_run("none")
+    assert layer_sparsity(pruner) == {} and save_masks(tmp_path, pruner, 1) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- each variant through gpt2/train.py: trains, checkpoints, resumes bit-identically ----
+
+
+@pytest.mark.parametrize("variant", sorted(SCORES))
+def test_a_run_with_each_variant_resumes_bit_identically(variant, shakespeare_data, shakespeare_path, tmp_path):
+    """4 steps straight, or 2 then --resume for 2 more: the same weights, masks
+    and moments to the last bit.  50% is reached at the second step, before
+    the checkpoint, so the resumed steps keep the pruned weights at zero only
+    through the masks the checkpoint restored."""
+
+    def argv(out_dir, max_iters, *more):
+        return [*TINY, *shakespeare_flags(shakespeare_data, shakespeare_path), "--out-dir", str(out_dir),
+                "--max-iters", str(max_iters), "--lr-decay-iters", "4", "--eval-interval", "2",
+                "--sample-interval", "0", "--seed", "7", "--dropout", "0.1", "--optimizer", "adamwprune",
+                "--adamwprune-variant", variant, "--pruning-method", "state", "--pruning-schedule", "cubic",
+                "--pruning-warmup", "0", "--pruning-ramp-iters", "1", "--pruning-interval", "1",
+                *(["--pruning-layer-adaptive"] if variant == "bitter4" else []), *more]  # fmt: skip
+
+    assert train_main(argv(tmp_path / "straight", 4)) == 0
+    assert train_main(argv(tmp_path / "resumed", 2)) == 0
+    assert torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["iter_num"] == 2
+    assert train_main(argv(tmp_path / "resumed", 4, "--resume")) == 0
+
+    straight, resumed = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert straight["iter_num"] == resumed["iter_num"] == 4
+    for name, weight in straight["model"].items():
+        assert torch.equal(weight, resumed["model"][name]), f"{variant}: {name}"
+    masks = straight["optimizer"]["prune_masks"]
+    assert masks and masks.keys() == resumed["optimizer"]["prune_masks"].keys()
+    for index, keep in masks.items():
+        assert torch.equal(keep, resumed["optimizer"]["prune_masks"][index])
+    for index, state in straight["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], resumed["optimizer"]["state"][index]["exp_avg_sq"])
+    # masks.pt beside the checkpoint; the mean over layers is the target (for
+    # bitter4 too: 0.7x .. 1.3x of it, so not its fraction of all weights).
+    per_layer = [1 - m.float().mean().item() for m in load_masks(tmp_path / "straight" / MASKS_FILE).values()]
+    assert sum(per_layer) / len(per_layer) == pytest.approx(0.5, abs=1e-3)

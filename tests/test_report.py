@@ -224,3 +224,26 @@ def test_an_mfu_above_100_percent_is_never_reported(sweep, tmp_path):
         mfus = {(r["point"], r["seed"]): r["mfu"] for r in csv.DictReader(f)}
     assert [mfus[(POINTS[1], str(s))] for s in SEEDS] == ["", ""]
     assert all(0 < float(mfus[(POINTS[0], str(s))]) <= 1 for s in SEEDS)
+
+
+def test_final_val_perplexity_column_is_exp_of_each_runs_final_val_loss(sweep_report):
+    import math
+
+    rows = table_rows((sweep_report / "report.md").read_text(encoding="utf-8"))
+    for label, cells in rows.items():
+        perplexities = [math.exp(m["final_val_loss"]) for m in metrics_of(sweep_report, label.removesuffix(" ★ best"))]
+        assert cells[-1] == f"{statistics.fmean(perplexities):.2f} ± {statistics.stdev(perplexities):.2f} (n=2)"
+
+
+def test_layer_sparsity_plot_when_runs_logged_per_layer_sparsity(sweep, tmp_path):
+    from scripts.experiments.report import group_points, sweep_inputs
+    from scripts.experiments.report_plots import final_layer_sparsity, write_plots
+
+    runs, _, _ = sweep_inputs(sweep)
+    last = max(runs[-1].points)
+    runs[-1].points[last].update({"sparsity/transformer.h.0.attn.c_attn": 0.35, "sparsity/transformer.h.0.mlp.c_fc": 0.65})
+    assert final_layer_sparsity(runs[-1]) == {"transformer.h.0.attn.c_attn": 0.35, "transformer.h.0.mlp.c_fc": 0.65}
+    assert final_layer_sparsity(runs[0]) == {}
+    written = write_plots(group_points(runs), tmp_path)
+    assert [p.stem for p in written] == [*PLOTS, "layer_sparsity"]  # no run prunes by its config
+    check_png(tmp_path / "layer_sparsity.png")

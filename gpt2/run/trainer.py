@@ -8,6 +8,7 @@ happen once per log interval (the loss), at evaluations, and under DDP every
 STOP_CHECK_STEPS steps (does any rank want to stop?).
 """
 
+import functools
 import math
 import time
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from gpt2.configs import RunConfig
 from gpt2.cpu.setup import CpuPath
 from gpt2.data.batches import SPLITS, Batches
 from gpt2.errors import NonFiniteLossError
+from gpt2.eval.training import hellaswag_during_training
 from gpt2.model.gpt import GPT
 from gpt2.run.checkpoint import Checkpointer, rng_state
 from gpt2.run.distributed import Distributed
@@ -28,9 +30,9 @@ from gpt2.run.mfu import Peak
 from gpt2.run.precision import Precision
 from gpt2.run.preemption import signal_name
 from gpt2.run.samples import TrainingSampler
-from gpt2.run.schedule import learning_rate
+from gpt2.run.schedule import build_schedule
 from gpt2.run.state import TrainState
-from lib.pruning import Pruner, sparsity
+from lib.pruning import Pruner, layer_sparsity, save_masks, sparsity
 from lib.trackers import Trackers
 
 # Under DDP, asking every rank whether one wants to stop (a signal, the time
@@ -154,6 +156,7 @@ class Trainer:
             self.checkpoints.save(self.state, rng, is_best, step=self.step_checkpoint_due())
             if self.cfg.tracking.log_checkpoints:  # LOG_CHECKPOINTS: lib/trackers/artifacts.py
                 self.trackers.log_checkpoint(self.checkpoints.latest, is_best)
+            save_masks(self.cfg.training.out_dir, self.pruner, self.state.iter_num)  # masks.pt, one bit per weight
 
     def step_checkpoint_due(self):
         """Whether this step also gets a step checkpoint (CKPT_INTERVAL)."""
@@ -177,6 +180,7 @@ class Trainer:
         if state.iter_num > 0:  # the untrained model is not worth a checkpoint
             state.best_val_loss = min(state.best_val_loss, losses["val"])
             self.save(is_best)
+        hellaswag_during_training(self)  # EVAL_HELLASWAG_INTERVAL (every rank: a collective)
         if not self.dist.is_main:
             return losses
         line = f"eval {state.iter_num} | train {losses['train']:.4f} | val {losses['val']:.4f}"
@@ -184,7 +188,9 @@ class Trainer:
             line += f" | best {state.best_val_loss:.4f}"
         # exp() overflows a float past 709; a loss that high is noise anyway.
         perplexity = math.exp(min(losses["val"], 700.0))
-        self.trackers.log({"val/loss": losses["val"], "val/perplexity": perplexity}, step=state.iter_num)
+        metrics = {"val/loss": losses["val"], "val/perplexity": perplexity}
+        metrics.update(layer_sparsity(self.pruner))  # sparsity/<layer>, when pruning
+        self.trackers.log(metrics, step=state.iter_num)
         self.log(line)
         if self.sampler and self.sampler.due(state.iter_num, last=state.iter_num >= self.cfg.training.max_iters):
             text = self.sampler.sample(self.raw_model, self.device)
@@ -256,9 +262,12 @@ class Trainer:
         return (interval_start, interval_iters) if alone else (time.time(), 0)
 
     def learning_rate(self):
-        training = self.cfg.training
-        return learning_rate(self.state.iter_num, max_lr=training.learning_rate, min_lr=training.min_lr,
-                             warmup_iters=training.warmup_iters, decay_iters=training.decay_iters)
+        return self.schedule(self.state.iter_num)
+
+    @functools.cached_property
+    def schedule(self):
+        """iteration -> learning rate: --lr-schedule (gpt2/run/schedule.py), built once."""
+        return build_schedule(self.cfg.training, self.cfg.optimizer.learning_rate)
 
     def fit(self, stop=None):
         """Train until --max-iters, --max-time or a stop signal (`stop`:

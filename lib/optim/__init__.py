@@ -8,8 +8,9 @@ value, holding
            spam_theta), no defaults (those live in Kconfig), checked in
            __post_init__ with the flag's name in the message;
   build    build(groups, settings, config) -> torch.optim.Optimizer, with
-           `groups` from param_groups() (lib/optim/_groups.py) and
-           `settings` this file's OptimizerConfig.
+           `groups` from param_groups() (lib/optim/_groups.py), or
+           from the module's own param_groups(model, weight_decay) when it
+           has one (muon), and `settings` this file's OptimizerConfig.
 
 Its entry OPTIMIZER_<NAME> and its knobs (each `depends on` the entry) go
 in lib/optim/Kconfig.  Nothing else lists the optimizers: modules are found
@@ -28,7 +29,9 @@ before every step(), so the learning rate given here is only a start.
   adamwadv    AdamW + AMSGrad + update clipping.
   adamwspam   SPAM, spike-aware AdamW with momentum reset.
   adamwprune  AdamW that holds the masks of pruning method "state"
-              (used by lib/pruning/state.py).
+              (used by lib/pruning/state.py), scored by --adamwprune-variant.
+  muon        Newton-Schulz orthogonalised momentum for the hidden
+              matrices, AdamW for the rest; defines its own param_groups().
 
 Usage, from parsed flags (a dict of argparse dests):
 
@@ -124,4 +127,5 @@ def build_optimizer(model, settings, config):
             f"--optimizer {settings.optimizer} takes a {module.__name__}.Config, "
             f"not a {type(config).__module__}.{type(config).__qualname__}"
         )
-    return module.build(param_groups(model, settings.weight_decay), settings, config)
+    groups = getattr(module, "param_groups", param_groups)  # muon splits the parameters its own way
+    return module.build(groups(model, settings.weight_decay), settings, config)

@@ -13,12 +13,17 @@ def param_groups(model, weight_decay):
     it is optimized once.  Empty groups are left out (torch would keep them
     as dead entries in every checkpoint).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_unique(model)
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+def trainable_unique(model):
+    """The parameters to optimize, each once (a tied weight is yielded once)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def kernel_choice(groups):

@@ -1,6 +1,11 @@
 """AdamWPrune: AdamW that prunes from its own state (pruning method "state").
 
-Importance score: the Optimal Brain Damage saliency (LeCun et al., 1990),
+Importance score: --adamwprune-variant picks one of lib/optim/_prune_scores.py
+(AdamWPrune's bitter0..bitter9, each documented there with its formula and
+reported result); the default, `fisher`, is the score this optimizer had
+before the variants, so earlier runs are unchanged:
+
+the Optimal Brain Damage saliency (LeCun et al., 1990),
 the loss increase expected from setting w to zero, 0.5 * H_ii * w^2, with the
 Hessian diagonal replaced by the empirical Fisher diagonal E[g^2] (as in
 Theis et al., 2018, "Faster gaze prediction with dense networks and Fisher
@@ -31,22 +36,22 @@ from dataclasses import dataclass
 import torch
 
 from lib.optim._groups import kernel_choice
+from lib.optim._prune_scores import SCORES
 
 
 class AdamWPrune(torch.optim.AdamW):
     """torch.optim.AdamW plus keep-masks that pin pruned weights to zero."""
 
-    def __init__(self, params, **kwargs):
+    def __init__(self, params, variant="fisher", **kwargs):
         super().__init__(params, **kwargs)
+        self.variant = variant
+        self.score = SCORES[variant]
         self.prune_masks = {}  # parameter -> bool tensor, True = keep
 
     def state_scores(self, p):
-        """OBD / Fisher importance of each entry of p: w^2 * E[g^2] (higher = keep)."""
-        score = p.detach().float().square()
-        exp_avg_sq = self.state.get(p, {}).get("exp_avg_sq")
-        if exp_avg_sq is not None:
-            score.mul_(exp_avg_sq)
-        return score
+        """The variant's importance of each entry of p (higher = keep)."""
+        state = self.state.get(p, {})
+        return self.score(p.detach(), state.get("exp_avg"), state.get("exp_avg_sq"))
 
     def set_prune_mask(self, p, keep):
         """Prune p where `keep` is False, now and after every later step."""
@@ -89,8 +94,17 @@ class AdamWPrune(torch.optim.AdamW):
 
 @dataclass(frozen=True)
 class Config:
-    """No knobs of its own: pruning's are in lib/pruning's PruningConfig."""
+    """The score; the schedule's knobs are in lib/pruning's PruningConfig."""
+
+    adamwprune_variant: str
+
+    def __post_init__(self):
+        if self.adamwprune_variant not in SCORES:
+            raise ValueError(
+                f"--adamwprune-variant {self.adamwprune_variant!r} is unknown; choose one of {', '.join(SCORES)}"
+            )
 
 
 def build(groups, settings, config):
-    return AdamWPrune(groups, lr=settings.learning_rate, betas=settings.betas, **kernel_choice(groups))
+    return AdamWPrune(groups, variant=config.adamwprune_variant, lr=settings.learning_rate, betas=settings.betas,
+                      **kernel_choice(groups))  # fmt: skip

@@ -4,7 +4,9 @@ A method is a module lib/pruning/<name>.py, <name> being its
 --pruning-method value, exposing its pruner class as PRUNER:
 PRUNER(model, optimizer, schedule) with step(iter_num, observe=True)
 (observe=False after a step a gradient scaler skipped for inf/NaN gradients),
-current_target(iter_num), state_dict() and load_state_dict().  Its entry
+current_target(iter_num), state_dict(), load_state_dict() and `weights`,
+{name: tensor} of what it prunes ({} for none), which layer_sparsity() and
+save_masks() (lib/pruning/_masks.py) read at every eval.  Its entry
 PRUNING_<NAME> goes in lib/pruning/Kconfig.  Nothing else lists the methods:
 modules are found with pkgutil (names starting with "_" are the shared
 parts) and imported when first asked for.
@@ -20,10 +22,15 @@ an nn.Embedding (GPT-2's lm_head shares wte's weight; pruning it would prune
 the embedding).  Embeddings, LayerNorms and biases are never pruned.  In GPT-2
 that is c_attn, c_proj, c_fc and mlp.c_proj of every block.
 
-Schedule (Zhu & Gupta, 2017, "To prune, or not to prune"): sparsity 0 until
-`warmup`, then the cubic ramp s(t) = s_f * (1 - (1 - (t - warmup) / ramp_iters)^3)
-for ramp_iters iterations (prunes fast while many weights are redundant, slowly
-near the target), then s_f.  Masks are recomputed every `interval` iterations
+Schedule (--pruning-schedule, lib/pruning/_schedule.py): sparsity 0 until
+`warmup`, then a ramp s(t) = s_f * r(p), p = (t - warmup) / ramp_iters, for
+ramp_iters iterations, then s_f.  r is Zhu & Gupta's (2017, "To prune, or
+not to prune") 1 - (1 - p)^3 by default (prunes fast while many weights are
+redundant, slowly near the target), `linear` p, or AdamWPrune's `cubic` p^3.
+--pruning-layer-adaptive gives tensor i of n the target
+min(0.95, s(t) * (0.7 + 0.6 * i / (n - 1))) instead (AdamWPrune's bitter4):
+the mean over tensors is s(t), the fraction of all weights is not (the
+tensors differ in size).  Masks are recomputed every `interval` iterations
 from `warmup` on, and once more at warmup + ramp_iters, so from that iteration
 on the target holds whatever the interval.
 
@@ -49,11 +56,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lib.plugins import from_flags, module_names, part_module
-from lib.pruning._schedule import PruningSchedule
+from lib.pruning._masks import MASKS_FILE, layer_sparsity, load_masks, save_masks
+from lib.pruning._schedule import RAMPS, PruningSchedule
 from lib.pruning._weights import prunable_weights, sparsity
 
 __all__ = [
+    "MASKS_FILE",
     "PruningConfig",
+    "layer_sparsity",
+    "load_masks",
+    "save_masks",
     "build_pruner",
     "prunable_weights",
     "pruner_class",
@@ -64,6 +76,8 @@ __all__ = [
 
 class Pruner(Protocol):
     """What the training loop and the checkpoint use of a pruner."""
+
+    weights: dict  # {name: tensor} it prunes, {} for none (layer_sparsity, save_masks)
 
     def step(self, iter_num, observe=True): ...
 
@@ -91,9 +105,13 @@ class PruningConfig:
     pruning_warmup: int
     pruning_ramp_iters: int
     pruning_interval: int
+    pruning_schedule: str
+    pruning_layer_adaptive: bool
 
     def __post_init__(self):
         pruner_class(self.pruning_method)  # ValueError naming the valid ones
+        if self.pruning_schedule not in RAMPS:
+            raise ValueError(f"--pruning-schedule {self.pruning_schedule!r} is unknown; choose one of {', '.join(RAMPS)}")
         if not 0.0 <= self.target_sparsity < 1.0:
             raise ValueError(f"--target-sparsity must be in [0, 1), not {self.target_sparsity}")
         if self.pruning_warmup < 0:
@@ -115,6 +133,8 @@ class PruningConfig:
             warmup=self.pruning_warmup,
             ramp_iters=self.pruning_ramp_iters,
             interval=self.pruning_interval,
+            shape=self.pruning_schedule,
+            layer_adaptive=self.pruning_layer_adaptive,
         )
 
 

@@ -52,8 +52,9 @@ class MaskPruner:
             self.observe()
         target = self.schedule.target(iter_num)
         if self.schedule.is_update(iter_num) and target > self.applied_sparsity:
-            for name, weight in self.weights.items():
-                keep = keep_mask(self.scores(name, weight), target, self._mask(name))
+            for index, (name, weight) in enumerate(self.weights.items()):
+                layer_target = self.schedule.layer_target(target, index, len(self.weights))
+                keep = keep_mask(self.scores(name, weight), layer_target, self._mask(name))
                 self._set_mask(name, keep)
             self.applied_sparsity = target
         self._apply_masks()

@@ -17,6 +17,11 @@ class StatePruner(MaskPruner):
                 "--pruning-method state scores weights from AdamWPrune's moments: "
                 f"use --optimizer adamwprune (got {type(optimizer).__name__})"
             )
+        if optimizer.variant == "bitter4" and not schedule.layer_adaptive:
+            raise ValueError(
+                "--adamwprune-variant bitter4 is bitter3's score with layer-adaptive sparsity: "
+                "add --pruning-layer-adaptive (and --pruning-schedule cubic, as AdamWPrune)"
+            )
         super().__init__(model, optimizer, schedule)
 
     def scores(self, name, weight):

@@ -1,5 +1,7 @@
 """The PNG plots of scripts/experiments/report.py: one line per point (the mean over its
-seeds at each x), the seeds' min..max shaded, from the runs' journals.
+seeds at each x), the seeds' min..max shaded, from the runs' journals; and,
+when runs logged sparsity/<layer>, layer_sparsity.png: each layer's final
+sparsity, a bar per point.
 
 Each plot is written atomically (savefig into lib.atomic's temporary path),
 drawn with matplotlib's Agg backend on a Figure of its own (no pyplot state).
@@ -67,6 +69,47 @@ def draw(groups, metric, x_axis, y_label, title):
     return fig
 
 
+LAYER_PREFIX = "sparsity/"  # gpt2/train.py's evaluate() logs sparsity/<layer> of a pruning run
+
+
+def final_layer_sparsity(run):
+    """{layer: sparsity} at the run's last journaled step that has them ({} if none)."""
+    for step in sorted(run.points, reverse=True):
+        layers = {k[len(LAYER_PREFIX):]: v for k, v in run.points[step].items() if k.startswith(LAYER_PREFIX)}
+        if layers:
+            return layers
+    return {}
+
+
+def draw_layer_sparsity(groups):
+    """One figure: a bar per (layer, point), the mean over the point's seeds
+    of the final sparsity of that layer, layers in the model's order; None
+    when no run logged per-layer sparsity."""
+    from matplotlib.figure import Figure
+
+    per_point = {}
+    for point, runs in groups.items():
+        finals = [f for f in (final_layer_sparsity(r) for r in runs) if f]
+        if finals:
+            per_point[point] = {layer: statistics.fmean(f[layer] for f in finals if layer in f) for layer in finals[0]}
+    if not per_point:
+        return None
+    layers = list(next(iter(per_point.values())))
+    fig = Figure(figsize=(max(8, 0.5 * len(layers) * len(per_point) ** 0.5), 5), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(per_point)
+    for i, (point, values) in enumerate(per_point.items()):
+        xs = [j + (i - (len(per_point) - 1) / 2) * width for j in range(len(layers))]
+        ax.bar(xs, [values.get(layer, 0.0) for layer in layers], width=width, label=point)
+    ax.set_xticks(range(len(layers)), [layer.removeprefix("transformer.") for layer in layers],
+                  rotation=60, ha="right", fontsize="small")  # fmt: skip
+    ax.set_ylabel("sparsity (fraction of zero weights)")
+    ax.set_title("Final sparsity per layer (mean over seeds)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(title="point", fontsize="small")
+    return fig
+
+
 def write_plots(groups, out_dir):
     """Write the plots into `out_dir`; returns their paths."""
     import matplotlib
@@ -76,9 +119,14 @@ def write_plots(groups, out_dir):
     for stem, metric, x_axis, y_label, title in PLOTS:
         if metric == "train/sparsity" and not prunes(groups):
             continue
-        fig = draw(groups, metric, x_axis, y_label, title)
-        path = out_dir / f"{stem}.png"
-        with replaced_atomically(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        written.append(path)
+        written.append(_save(draw(groups, metric, x_axis, y_label, title), out_dir / f"{stem}.png"))
+    layers = draw_layer_sparsity(groups)
+    if layers is not None:
+        written.append(_save(layers, out_dir / "layer_sparsity.png"))
     return written
+
+
+def _save(fig, path):
+    with replaced_atomically(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path

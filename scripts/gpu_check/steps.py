@@ -293,6 +293,29 @@ def batch_auto_step(ctx):
             "summary": summary + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}
 
 
+def hellaswag_step(ctx):
+    """With internet: OpenAI's 124M on HellaSwag, llm.c's acc_norm 29.55 and
+    the harness's 31.14 within 0.1 (scripts/gpu_check/eval_reference.py);
+    skipped offline, saying why."""
+    import json
+    import sys
+
+    from scripts.gpu_check import eval_reference
+
+    reason = eval_reference.offline_reason()
+    if reason:
+        return {"ok": True, "skipped": reason, "summary": f"skipped ({reason})"}
+    command = [sys.executable, "-m", "scripts.gpu_check.eval_reference", "--work", str(ctx.work / "eval")]
+    done = runs.run(command, ctx.env(), ctx.remaining())
+    lines = [line for line in done.output.splitlines() if line.startswith('{"metrics"')]
+    result = json.loads(lines[-1]) if lines else {"verdict": {}}
+    got = {name: v["got"] for name, v in result["verdict"].items()}
+    ctx.figures.update({f"eval_{name}": value for name, value in got.items()})
+    ok = done.status == 0 and bool(got)
+    return {**result, "exit": done.status, "ok": ok, "summary": f"{got} (expected {eval_reference.EXPECTED})"
+            + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}  # fmt: skip
+
+
 # (name, budget in seconds on one H200, function): docs/benchmarks.md derives
 # each budget.  ddp runs only with 2+ GPUs; on one its 0.1 s is the skip.
 STEPS = [
@@ -303,6 +326,7 @@ STEPS = [
     ("preset", 150, preset_step),
     ("resume", 140, resume_step),
     ("ddp", 90, ddp_step),
+    ("hellaswag", 600, hellaswag_step),  # estimated, not yet measured (docs/benchmarks.md)
     ("batch_auto", 80, batch_auto_step),
 ]
 STEP_NAMES = [name for name, _, _ in STEPS]

@@ -1,0 +1,281 @@
+"""HellaSwag: 4-way sentence completion, scored as a language model scores a
+multiple choice (the log-likelihood of each ending given the context, the 4
+endings in one batched forward).
+
+Three numbers, never to be compared with one another's kind:
+
+  acc                  argmax of the summed log-probs of the ending (llm.c's tokens)
+  acc_norm_llmc        argmax of the mean log-prob per ending token: llm.c's
+                       "completion style" (OpenAI's 124M: 29.55)
+  acc_harness,         lm-evaluation-harness's hellaswag task: its preprocessing
+  acc_norm_harness     of the text, its tokenization of context + ending, and
+                       acc_norm = log-likelihood / ending length in characters
+                       (OpenAI's 124M: acc 28.92, acc_norm 31.14)
+
+llm.c's rendering: context = item["ctx"] as is, each ending " " + ending,
+tokenized apart.  The harness's: context = preprocess(activity_label + ": "
++ ctx_a + " " + ctx_b.capitalize()), endings preprocess(ending), the
+continuation " " + ending tokenized as the tail of the whole string.
+
+The file is the authors' own (rowanz/hellaswag, data/hellaswag_val.jsonl),
+downloaded once into DATA_DIR/hellaswag/ (or EVAL_HELLASWAG_FILE).  A
+context longer than the model's block size is cropped from the left (as
+the harness does); the items cropped are counted.
+"""
+
+import hashlib
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gpt2.data.tokenizer import gpt2_encoding
+from lib.atomic import write_bytes_atomically
+from lib.errors import UserError
+
+NAME = "hellaswag"
+DESCRIPTION = "HellaSwag validation (10,042 items): acc, acc_norm (llm.c style), acc/acc_norm (harness style)"
+URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+FILE_NAME = "hellaswag_val.jsonl"
+ITEMS = 10042
+# The sha256 of the authors' file.  Not pinned yet: this project's machines
+# had no route to GitHub when it was written.  Until it is, the first
+# download records the hash it saw beside the file (FILE_NAME.sha256) and
+# every later read checks the cached file against it.
+SHA256 = None
+METRICS = ("acc", "acc_norm_llmc", "acc_harness", "acc_norm_harness")
+
+
+class HellaSwagError(UserError):
+    """The HellaSwag file cannot be had or read; str() says how to get it."""
+
+
+# ----------------------------------------------------------------------------
+# The file
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_path(data_dir):
+    return Path(data_dir) / NAME / FILE_NAME
+
+
+def download(target, url=URL, timeout=60):
+    """Fetch `url` into `target` (atomically), check its sha256, record it."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HellaSwagError(
+            f"cannot download HellaSwag from {url} ({reason}); on a machine without internet, fetch that file "
+            f"elsewhere and put it at {target} or name it with --eval-hellaswag-file (EVAL_HELLASWAG_FILE)"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if SHA256 is not None and digest != SHA256:
+        raise HellaSwagError(f"the download from {url} has sha256 {digest}, not the authors' {SHA256}; "
+                             "nothing was kept: try again, or give a local copy with --eval-hellaswag-file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(target, data)
+    write_bytes_atomically(target.with_name(FILE_NAME + ".sha256"), (digest + "\n").encode())
+    print(f"downloaded HellaSwag ({len(data):,} bytes, sha256 {digest}) to {target}", file=sys.stderr)
+    return target
+
+
+def locate(local_file="", data_dir="data", allow_download=True):
+    """The HellaSwag file to read: `local_file` when given, else the cache
+    under `data_dir`, downloaded once."""
+    if local_file:
+        path = Path(local_file)
+        if not path.is_file():
+            raise HellaSwagError(f"--eval-hellaswag-file {path}: no such file; give the path of a "
+                                 f"hellaswag_val.jsonl (the authors' is {URL})")
+        if SHA256 is not None and sha256_of(path) != SHA256:
+            print(f"notice: {path} is not the authors' {FILE_NAME} (another sha256): scoring its items as given",
+                  file=sys.stderr)
+        return path
+    path = cached_path(data_dir)
+    if path.is_file():
+        recorded = path.with_name(FILE_NAME + ".sha256")
+        expected = SHA256 or (recorded.read_text().strip() if recorded.is_file() else None)
+        if expected is not None and sha256_of(path) != expected:
+            raise HellaSwagError(f"{path} has another sha256 than the one downloaded ({expected}); it is "
+                                 "damaged: delete it to download it again")
+        return path
+    if not allow_download:
+        raise HellaSwagError(f"HellaSwag is not cached at {path}; run `make eval TASKS=hellaswag` once with "
+                             "internet, or give a local file with --eval-hellaswag-file")
+    return download(path)
+
+
+def read_items(path, limit=0):
+    """The items of a HellaSwag jsonl (the first `limit`, 0: all)."""
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                endings = item["endings"]
+                ok = isinstance(endings, list) and len(endings) == 4 and int(item["label"]) in range(4)
+                for key in ("ctx", "ctx_a", "ctx_b", "activity_label"):
+                    item[key]  # noqa: B018
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise HellaSwagError(f"{path} line {number} is not a HellaSwag item (JSON with ctx, ctx_a, ctx_b, "
+                                     "activity_label, 4 endings and a label 0-3); give the authors' "
+                                     f"{FILE_NAME} or a file of its format")
+            items.append(item)
+            if limit and len(items) == limit:
+                break
+    if not items:
+        raise HellaSwagError(f"{path} holds no HellaSwag items")
+    return items
+
+
+# ----------------------------------------------------------------------------
+# Rendering: token rows for the 4 endings, in each style
+
+
+def harness_preprocess(text):
+    """lm-evaluation-harness's hellaswag preprocess(): WikiHow's bracket
+    artifacts removed."""
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One item in one style: context tokens and each ending's tokens."""
+
+    context: list
+    endings: list  # 4 token lists
+    label: int
+    ending_chars: tuple = ()  # harness: len(choice) in characters
+
+
+def render_llmc(item):
+    enc = gpt2_encoding()
+    context = enc.encode_ordinary(item["ctx"])
+    endings = [enc.encode_ordinary(" " + ending) for ending in item["endings"]]
+    return Rendered(context, endings, int(item["label"]))
+
+
+def render_harness(item):
+    """The harness's request: (query, " " + choice), its continuation the
+    whole string's tokens after the query's (HFLM._encode_pair)."""
+    enc = gpt2_encoding()
+    query = harness_preprocess(item["activity_label"] + ": " + item["ctx_a"] + " " + item["ctx_b"].capitalize())
+    choices = [harness_preprocess(ending) for ending in item["endings"]]
+    endings = []
+    for choice in choices:
+        context, continuation = query, " " + choice
+        spaces = len(context) - len(context.rstrip())
+        if spaces:  # the harness moves trailing whitespace into the continuation
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = enc.encode_ordinary(context + continuation)
+        context_tokens = enc.encode_ordinary(context)
+        endings.append((context_tokens, whole[len(context_tokens):]))
+    # The context tokens are the same for every choice.
+    return Rendered(endings[0][0], [tail for _, tail in endings], int(item["label"]),
+                    tuple(float(len(c)) for c in choices))
+
+
+# ----------------------------------------------------------------------------
+# Scoring
+
+
+def ending_logprobs(model, rendered, block_size, device):
+    """(sum of log-probs, number of tokens) of each ending, the 4 rows in one
+    forward, and whether the context was cropped.  Rows longer than
+    block_size + 1 tokens keep their last block_size + 1 (left crop)."""
+    rows, masks, cropped = [], [], False
+    for ending in rendered.endings:
+        row = rendered.context + ending
+        mask = [0] * len(rendered.context) + [1] * len(ending)
+        if len(row) > block_size + 1:
+            row, mask, cropped = row[-(block_size + 1):], mask[-(block_size + 1):], True
+        rows.append(row)
+        masks.append(mask)
+    width = max(len(row) for row in rows)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width)
+    for i, (row, m) in enumerate(zip(rows, masks)):
+        tokens[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(m)] = torch.tensor(m, dtype=mask.dtype)
+    tokens = tokens.to(device)
+    logits, _ = model(tokens[:, :-1])
+    logprobs = -F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+    mask = mask[:, 1:].to(device)
+    sums = (logprobs * mask).sum(dim=1).double().cpu()
+    counts = mask.sum(dim=1).double().cpu()
+    return sums, counts, cropped
+
+
+def score_item(model, item, block_size, device):
+    """[acc, acc_norm_llmc, acc_harness, acc_norm_harness] (each 0 or 1) and
+    the number of styles whose context was cropped, for one item."""
+    llmc = render_llmc(item)
+    sums, counts, cropped_llmc = ending_logprobs(model, llmc, block_size, device)
+    harness = render_harness(item)
+    h_sums, _, cropped_harness = ending_logprobs(model, harness, block_size, device)
+    chars = torch.tensor(harness.ending_chars, dtype=torch.float64)
+    label = llmc.label
+    correct = [
+        int(sums.argmax().item() == label),
+        int((sums / counts).argmax().item() == label),
+        int(h_sums.argmax().item() == label),
+        int((h_sums / chars).argmax().item() == label),
+    ]
+    return correct, int(cropped_llmc or cropped_harness)
+
+
+@torch.no_grad()
+def score_items(model, items, *, block_size, device, rank=0, world_size=1, autocast=None, all_reduce=None):
+    """Score `items`, rank r taking items r, r + world_size, ...; with
+    `all_reduce` (a sum over the ranks) every rank gets the totals.  The
+    per-item 0/1 values are integers, so any sharding sums to the same
+    numbers.  Returns {metric: accuracy, "items": n, "cropped": n}."""
+    model.eval()
+    table = torch.zeros(len(items), len(METRICS) + 1, dtype=torch.float64)
+    for index in range(rank, len(items), world_size):
+        if autocast is not None:
+            with autocast():
+                correct, cropped = score_item(model, items[index], block_size, device)
+        else:
+            correct, cropped = score_item(model, items[index], block_size, device)
+        table[index] = torch.tensor([*correct, cropped], dtype=torch.float64)
+    if all_reduce is not None:
+        table = all_reduce(table.to(device)).cpu()
+    totals = table.sum(dim=0).tolist()
+    result = {name: totals[i] / len(items) for i, name in enumerate(METRICS)}
+    result["items"] = len(items)
+    result["cropped"] = int(totals[-1])
+    return result
+
+
+def run(ctx):
+    """The task for `make eval`: {metrics}, and a note of the cropped items."""
+    path = locate(ctx.args.eval_hellaswag_file, ctx.args.data_dir)
+    items = read_items(path, ctx.args.eval_hellaswag_limit)
+    result = score_items(ctx.model, items, block_size=ctx.model.config.block_size, device=ctx.device)
+    if result["cropped"]:
+        print(f"notice: hellaswag: {result['cropped']} of {len(items)} items had a context longer than "
+              f"block_size {ctx.model.config.block_size}: cropped from the left", file=sys.stderr)
+    return {f"hellaswag_{key}": value for key, value in result.items()}
