@@ -60,6 +60,7 @@ class ModelConfig:
     dropout: float
     bias: bool
     init_from: str
+    activation_checkpointing: bool
 
     def __post_init__(self):
         if self.model != CUSTOM and self.model not in MODEL_SIZES:
@@ -88,7 +89,7 @@ class ModelConfig:
             # Pretrained weights keep GPT-2's 50,257 rows (gpt2/model/hf_format.py).
             vocab = {"vocab_size": N_VOCAB} if self.init_from else {}
             return GPTConfig(block_size=self.block_size, dropout=self.dropout, bias=self.bias, **vocab,
-                             **self.shape())
+                             activation_checkpointing=self.activation_checkpointing, **self.shape())
         except ValueError as err:
             raise UsageError(f"--model {self.model}: {err}") from None
 
@@ -114,7 +115,9 @@ class TrainingConfig:
     """The loop: batch, schedule, evaluation, checkpoints and outputs."""
 
     batch_size: int
+    batch_size_auto: bool
     gradient_accumulation_steps: int
+    total_batch_tokens: int  # 0: from gradient_accumulation_steps (gpt2/run/batch_size.py)
     max_iters: int
     max_time: int
     min_lr: float
@@ -130,6 +133,9 @@ class TrainingConfig:
     seed: int
     out_dir: str
     resume: bool
+    resume_from: str  # a checkpoint file or tracker artifact; empty: none
+    ckpt_interval: int  # also a step checkpoint every N iterations; 0: none
+    ckpt_keep: int  # step checkpoints kept
     json_output: str
     # The schedule's peak is LEARNING_RATE, OptimizerConfig's (lib/optim,
     # where it is validated); RunConfig checks MIN_LR against it.

@@ -35,6 +35,7 @@ from gpt2.cli import Tool
 from gpt2.errors import UsageError
 from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
 from gpt2.run.checkpoint import BEST, load_model
+from gpt2.run.checkpoint_source import checkpoint_path
 from lib.progress import Progress
 
 SEPARATOR = "-" * 40
@@ -100,7 +101,8 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         device = pick_device(args.device)
-        ckpt = args.ckpt or str(Path(args.out_dir) / BEST)
+        # A file, or a tracker artifact reference (trackio:P/checkpoint-R:best, docs/tracking.md).
+        ckpt = checkpoint_path(args.ckpt or str(Path(args.out_dir) / BEST))
         model, checkpoint = load_model(ckpt)
         model, iter_num = model.to(device), checkpoint.iter_num
         prompt = read_prompt(args.sample_prompt)

@@ -82,8 +82,9 @@ def test_gpt2_preset_with_a_tracker_suffix(name, tracker, tmp_path):
     settings = settings_of(tmp_path / "build" / "config.py")
     assert settings["TRACKER"] == tracker
     assert (settings["MODEL"], settings["BLOCK_SIZE"], settings["DATASET"]) == ("gpt2", 1024, "finewebedu")
-    assert (settings["BATCH_SIZE"], settings["GRADIENT_ACCUMULATION_STEPS"], settings["LEARNING_RATE"]) == \
-        (12, 40, 6e-4)
+    # nanoGPT's 12 x 1024 x 40 as a total in tokens: the same on any number of GPUs.
+    assert (settings["BATCH_SIZE"], settings["TOTAL_BATCH_TOKENS"], settings["LEARNING_RATE"]) == \
+        (12, 491_520, 6e-4)
     assert f'"--tracker={tracker}"' in (tmp_path / "build" / "train.args").read_text()
 
 

@@ -3,6 +3,9 @@
 Training draws offsets from its own torch.Generator, seeded per rank, so where
 the run is in its data is one small state tensor that goes into the
 checkpoint: a resumed run reads exactly the batches an uninterrupted one would.
+With a `shard` (TOTAL_BATCH_TOKENS, gpt2/run/batch_size.py) every rank draws
+the offsets of the whole optimizer step from the same generator and reads
+only its own part, so a step sees the same sequences on any number of ranks.
 Evaluation uses a fresh generator with a fixed seed every time, so each eval
 scores the same batches and eval losses are comparable across a run.
 """
@@ -20,8 +23,12 @@ SPLITS = ("train", "val")
 class Batches:
     """Batch reader for one prepared data folder."""
 
-    def __init__(self, data_dir, *, block_size, batch_size, device, train_seed, eval_seed):
+    def __init__(self, data_dir, *, block_size, batch_size, device, train_seed, eval_seed, shard=None):
+        """`shard`: (rank, world_size, micro_steps) to draw whole steps
+        (the same `train_seed` on every rank); None: this rank's own draws."""
         self.data_dir = Path(data_dir)
+        self.shard = shard
+        self._step_offsets = []  # this rank's micro-batches of the step being read (with a shard)
         self.block_size = block_size
         self.batch_size = batch_size
         self.device = device
@@ -62,7 +69,16 @@ class Batches:
 
     def next_train(self):
         """The next training batch (advances the training generator)."""
-        return self._read("train", self.train_generator)
+        if self.shard is None:
+            return self._read("train", self.train_generator)
+        tokens = self._tokens("train")
+        if not self._step_offsets:
+            rank, world_size, micro_steps = self.shard
+            per_rank = self.batch_size * micro_steps
+            every = torch.randint(len(tokens) - self.block_size, (per_rank * world_size,), generator=self.train_generator)
+            mine = every[rank * per_rank : (rank + 1) * per_rank]
+            self._step_offsets = list(mine.split(self.batch_size))
+        return self._windows(tokens, self._step_offsets.pop(0))
 
     def eval_batches(self, split, count, rank=0, world_size=1):
         """(i, batch) for the batches i of `split` that are this rank's

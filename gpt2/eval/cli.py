@@ -26,6 +26,7 @@ from gpt2.eval import parse_tasks, task_module
 from gpt2.eval.results import log_to_trackers, print_table, write_results
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.run.checkpoint import BEST, load_model_checkpoint
+from gpt2.run.checkpoint_source import checkpoint_path
 from lib.errors import UserError
 
 
@@ -78,6 +79,7 @@ def evaluate_checkpoint(args, ckpt, tasks, log=print):
     """Run `tasks` on the checkpoint `ckpt`; write and log the results.
     Returns the metrics."""
     device = pick_device(args.device)
+    ckpt = checkpoint_path(ckpt)  # a file, or a tracker artifact reference (docs/tracking.md)
     model, checkpoint = load_model(ckpt, device)
     ctx = Context(args, model, device, Path(ckpt), checkpoint)
     metrics = {}

@@ -18,6 +18,13 @@ file in the same folder, flushed, fsynced and renamed over the real name
 (lib/atomic.py), so a run killed at any moment leaves the previous
 checkpoint intact (a kill mid-write may leave the temporary behind; the next
 save removes it).  Loading uses weights_only: a checkpoint never runs code.
+
+Step checkpoints (CKPT_INTERVAL, CKPT_KEEP): every N steps the latest is
+also published as ckpt-NNNNNN.pt (a hard link: no second copy), and the
+oldest beyond the last K are removed, only once the new one is complete.
+--resume continues from the latest complete checkpoint of --out-dir
+(ckpt.pt, or if it cannot be read the newest step checkpoint that can);
+--resume-from a chosen file.
 """
 
 import random
@@ -31,8 +38,9 @@ from gpt2.model.gpt import GPT, GPTConfig
 from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
 from lib.errors import UserError
 
-LATEST = "ckpt.pt"  # written at every evaluation
+LATEST = "ckpt.pt"  # written at every evaluation (and every CKPT_INTERVAL steps)
 BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
+STEP_PREFIX = "ckpt-"  # step checkpoints, CKPT_INTERVAL: ckpt-000100.pt after step 100
 
 PARTS = ("model", "optimizer", "pruner", "scaler")
 TRAIN_STATE = ("iter_num", "best_val_loss", "training_time")
@@ -55,9 +63,10 @@ class UnreadableCheckpoint(UserError):
 class Checkpoint:
     """One checkpoint file, read and validated (tensors on the CPU)."""
 
-    def __init__(self, path, state):
+    def __init__(self, path, state, flag="--resume"):
         self.path = Path(path)
         self._state = state
+        self.flag = flag  # the flag that chose it, for the messages
 
     def __getitem__(self, key):
         """A key of the file as stored (for tools and tests that inspect one)."""
@@ -117,7 +126,7 @@ class Checkpoint:
                     if self.args[name] != settings[name]]
         if changed:
             raise UsageError(
-                "--resume: the checkpoint was trained with other settings ("
+                f"{self.flag}: the checkpoint was trained with other settings ("
                 + ", ".join(changed)
                 + "); resume with the original flags or start a new --out-dir"
             )
@@ -147,17 +156,53 @@ def load(path, *, keys=REQUIRED_KEYS, who="", missing_hint, damaged_hint):
     missing = [key for key in keys if not isinstance(state, dict) or key not in state]
     if missing:
         raise UsageError(f"{who}{path} is not a gpt2lab checkpoint (no {', '.join(missing)}); {damaged_hint}")
-    return Checkpoint(path, state)
+    return Checkpoint(path, state, flag=who.rstrip(": ") or "--resume")
 
 
-def load_checkpoint(out_dir):
-    """The checkpoint --resume continues from: out_dir/ckpt.pt."""
-    return load(
-        Path(out_dir) / LATEST,
-        who="--resume: ",
-        missing_hint="start without --resume, or set --out-dir to the folder of the run to continue",
-        damaged_hint="start a new --out-dir",
-    )
+def step_checkpoint_name(iter_num):
+    return f"{STEP_PREFIX}{iter_num:06d}.pt"
+
+
+def step_checkpoints(out_dir):
+    """The step checkpoints in `out_dir`, oldest first."""
+    found = []
+    for path in Path(out_dir).glob(f"{STEP_PREFIX}*.pt"):
+        number = path.name[len(STEP_PREFIX):-len(".pt")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
+
+
+def has_checkpoint(out_dir):
+    """Whether --resume finds a checkpoint to continue from in `out_dir`."""
+    return (Path(out_dir) / LATEST).is_file() or bool(step_checkpoints(out_dir))
+
+
+def load_checkpoint(out_dir, log=None):
+    """The checkpoint --resume continues from: the latest complete one in
+    `out_dir`: ckpt.pt, or, when it is missing or cannot be read, the newest
+    step checkpoint that can (a notice through `log` says so)."""
+    hints = dict(who="--resume: ", damaged_hint="start a new --out-dir, or name a checkpoint with --resume-from",
+                 missing_hint="start without --resume, or set --out-dir to the folder of the run to continue")
+    candidates = [Path(out_dir) / LATEST, *reversed(step_checkpoints(out_dir))]
+    candidates = [path for path in candidates if path.is_file()] or candidates[:1]
+    first_error = None
+    for path in candidates:
+        try:
+            checkpoint = load(path, **hints)
+        except UsageError as error:
+            first_error = first_error or error
+            continue
+        if first_error and log:
+            log(f"notice: {first_error}; resuming from {path.name}, the newest complete checkpoint")
+        return checkpoint
+    raise first_error
+
+
+def load_chosen_checkpoint(path):
+    """The checkpoint --resume-from names."""
+    return load(path, who="--resume-from: ", damaged_hint="give a checkpoint gpt2/train.py wrote",
+                missing_hint="give a checkpoint file such as out/ckpt-000100.pt")
 
 
 def load_model_checkpoint(path):
@@ -192,13 +237,14 @@ class Checkpointer:
     (model_config, args, trackers, cpu_matmul: read when saving, since the
     trackers' state changes during the run)."""
 
-    def __init__(self, out_dir, parts, record):
+    def __init__(self, out_dir, parts, record, keep=0):
         unknown = set(parts) - set(PARTS)
         if unknown:
             raise ValueError(f"not a checkpoint part: {', '.join(sorted(unknown))}")
         self.out_dir = Path(out_dir)
         self.parts = parts
         self.record = record
+        self.keep = keep  # step checkpoints kept (CKPT_KEEP)
 
     def state(self, train_state, rng):
         """Everything a checkpoint file holds, as one dict."""
@@ -209,9 +255,21 @@ class Checkpointer:
             **self.record(),
         }
 
-    def save(self, train_state, rng, is_best):
-        """Write out_dir/ckpt.pt, and best.pt if `is_best`."""
+    @property
+    def latest(self):
+        """The file the latest checkpoint is in."""
+        return self.out_dir / LATEST
+
+    def save(self, train_state, rng, is_best, step=False):
+        """Write out_dir/ckpt.pt, and best.pt if `is_best`; `step`: also the
+        step checkpoint ckpt-NNNNNN.pt, then remove the oldest beyond the
+        last `keep`."""
         save_checkpoint(self.out_dir, self.state(train_state, rng), is_best)
+        if step:
+            publish_as(self.out_dir / LATEST, self.out_dir / step_checkpoint_name(train_state.iter_num))
+            if self.keep > 0:
+                for old in step_checkpoints(self.out_dir)[: -self.keep]:
+                    old.unlink(missing_ok=True)
 
     def restore(self, checkpoint, train_state):
         """Load every registered part and the TrainState from `checkpoint`.

@@ -22,7 +22,10 @@ from gpt2.data.batches import Batches
 from gpt2.data.prepare import DataError, data_fingerprint, ensure_prepared
 from gpt2.errors import UsageError
 from gpt2.model.pretrained import build_model
-from gpt2.run.checkpoint import LATEST, Checkpointer, load_checkpoint, set_rng_state
+from gpt2.run.batch_probe import MAX_BATCH, auto_batch_size
+from gpt2.run.batch_size import plan_batch
+from gpt2.run.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, set_rng_state
+from gpt2.run.checkpoint_source import resolve_resume_from
 from gpt2.run.distributed import cuda_index
 from gpt2.run.health import run_health
 from gpt2.run.mfu import mfu_peak
@@ -143,16 +146,18 @@ def check_output_paths(training):
         ) from None
 
 
-def micro_steps_per_rank(training, dist):
-    """GRADIENT_ACCUMULATION_STEPS is the total over all ranks (as nanoGPT):
-    the global batch stays the same whatever the number of processes."""
-    steps, ranks = training.gradient_accumulation_steps, dist.world_size
-    if steps % ranks:
-        raise UsageError(
-            f"--gradient-accumulation-steps {steps} is not a multiple of the {ranks} processes; "
-            f"it is the total over all processes, so use a multiple of {ranks}"
-        )
-    return steps // ranks
+def batch_plan(cfg, precision, dist, device, log):
+    """(BatchPlan, BATCH_SIZE_AUTO's record or None): the micro-batch and
+    accumulation of each rank (gpt2/run/batch_size.py), the micro-batch
+    probed first on CUDA with --batch-size-auto (gpt2/run/batch_probe.py).
+    A collective."""
+    training, block = cfg.training, cfg.model.block_size
+    # A total that does not divide: before any probing, and raised by every
+    # rank at once (rank 0 decides: a collective), so rank 0 prints it.
+    plan = dist.on_main(plan_batch, training, block, dist.world_size)
+    upper = plan.sequences_per_rank if training.total_batch_tokens else MAX_BATCH
+    size, record = auto_batch_size(cfg, precision, dist, device, log, upper=upper)
+    return (plan_batch(training, block, dist.world_size, batch_size=size) if size else plan), record
 
 
 def build_training(cfg, device):
@@ -189,7 +194,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     cpu = cpu_setup.choose(cfg.system, precision, device, dist, checkpoint and checkpoint.cpu_matmul, log)
     torch.manual_seed(training.seed + dist.rank)  # own dropout per rank; DDP copies rank 0's init to all
     config = cfg.model.gpt_config()
-    micro_steps = micro_steps_per_rank(training, dist)
+    plan, batch_record = batch_plan(cfg, precision, dist, device, log)
     if checkpoint:
         checkpoint.check_compatible(asdict(config), {"optimizer": cfg.optimizer.optimizer,
                                                    "pruning_method": cfg.pruning.pruning_method})
@@ -197,26 +202,27 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     batches = Batches(
         data_dir,
         block_size=config.block_size,
-        batch_size=training.batch_size,
+        batch_size=plan.batch_size,
         device=device,
-        train_seed=training.seed + 1 + dist.rank,  # each rank its own batches
+        # TOTAL_BATCH_TOKENS: every rank draws the whole step, reads its part;
+        # else each rank its own batches.
+        train_seed=training.seed + 1 + (0 if training.total_batch_tokens else dist.rank),
         eval_seed=training.seed,  # every eval, on every rank, the same batches
+        shard=(dist.rank, dist.world_size, plan.micro_steps) if training.total_batch_tokens else None,
     )
     raw_model, optimizer, pruner = build_training(cfg, device)
     cpu_setup.attach(raw_model, cpu, cfg.system)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == "float16")
     model = wrap_for_training(raw_model, precision, dist, device)
     eval_model = torch.compile(raw_model) if precision.compile else raw_model
-    tokens_per_iter = training.batch_size * config.block_size * training.gradient_accumulation_steps
+    tokens_per_iter = plan.tokens_per_iter
     log(
         f"model {cfg.model.model}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
         f"block {config.block_size}, {raw_model.num_parameters() / 1e6:.2f}M parameters | "
         f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{cpu.note()} | "
-        f"{tokens_per_iter:,} tokens/iter = {training.batch_size} batch x {config.block_size} block x "
-        f"{training.gradient_accumulation_steps} accumulation"
-        + (f" ({micro_steps} per process x {dist.world_size} processes)" if dist.enabled else "")
+        f"{plan.describe()}"
     )
-    facts = run_facts(cfg, precision, dist, device, raw_model, batches)
+    facts = {**run_facts(cfg, precision, dist, device, raw_model, batches), "batch_size_auto": batch_record}
     if trackers:
         trackers = open_run_trackers(cfg, dist, flags, train_args, facts,
                                      checkpoint.trackers if checkpoint else tracker_state)
@@ -236,10 +242,10 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
         cfg=cfg, precision=precision, dist=dist, device=device,
         raw_model=raw_model, model=model, eval_model=eval_model,
         optimizer=optimizer, pruner=pruner, scaler=scaler, batches=batches,
-        micro_steps=micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
+        micro_steps=plan.micro_steps, tokens_per_iter=tokens_per_iter, cpu=cpu,
         peak=mfu_peak(device, precision.dtype, cpu.flops, log) if dist.is_main else None,
         health=run_health(cfg, raw_model, device), sampler=training_sampler(cfg, dist),
-        trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record), log=log,
+        trackers=trackers, checkpoints=Checkpointer(training.out_dir, parts, record, keep=training.ckpt_keep), log=log,
     )  # fmt: skip
     if checkpoint:
         trainer.checkpoints.restore(checkpoint, trainer.state)
@@ -262,19 +268,22 @@ def wrap_for_training(raw_model, precision, dist, device):
 
 def resume_point(training, log):
     """(checkpoint, tracker state) that --resume continues from: the
-    checkpoint in --out-dir; or, for a run stopped before its first
+    latest complete checkpoint in --out-dir (or --resume-from's: a file or
+    a tracker artifact); or, for a run stopped before its first
     checkpoint (the journal shows it started), no checkpoint, so training
     starts again from step 0, but the same tracker runs, so a tracker holds
     each step once.  (None, None) without --resume."""
+    if training.resume_from:
+        return resolve_resume_from(training.resume_from, log), None
     if not training.resume:
         return None, None
-    if not (Path(training.out_dir) / LATEST).is_file():
+    if not has_checkpoint(training.out_dir):
         state = journal_state(training.out_dir)
         if state is not None:
             log(f"notice: --resume: no checkpoint in {training.out_dir} yet; training starts again from "
                 f"step 0 and continues tracker run {state['run_name']}")
             return None, state
-    return load_checkpoint(training.out_dir), None
+    return load_checkpoint(training.out_dir, log), None
 
 
 def resume_rng(trainer, checkpoint):

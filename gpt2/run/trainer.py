@@ -153,8 +153,22 @@ class Trainer:
         resumed DDP run continues each rank's batches too; rank 0 writes)."""
         rng = self.dist.gather({"global": rng_state(), "batches": self.batches.state_dict()})
         if self.dist.is_main:
-            self.checkpoints.save(self.state, rng, is_best)
+            self.checkpoints.save(self.state, rng, is_best, step=self.step_checkpoint_due())
+            if self.cfg.tracking.log_checkpoints:  # LOG_CHECKPOINTS: lib/trackers/artifacts.py
+                self.trackers.log_checkpoint(self.checkpoints.latest, is_best)
             save_masks(self.cfg.training.out_dir, self.pruner, self.state.iter_num)  # masks.pt, one bit per weight
+
+    def step_checkpoint_due(self):
+        """Whether this step also gets a step checkpoint (CKPT_INTERVAL)."""
+        interval = self.cfg.training.ckpt_interval
+        return interval > 0 and self.state.iter_num % interval == 0
+
+    def save_step(self, loss):
+        """A CKPT_INTERVAL checkpoint between evaluations (a collective)."""
+        self.check_finite([loss.item()], "the training loss")
+        self.save(is_best=False)
+        if self.dist.is_main:
+            self.log(f"checkpoint {self.state.iter_num} | step checkpoint")
 
     def evaluate(self):
         """Estimate losses (every rank its share), then checkpoint (rank 0)
@@ -279,7 +293,10 @@ class Trainer:
                 compiling = False
                 interval_start, interval_iters = self.exclude_compile_step(loss, interval_start, interval_iters)
             if state.iter_num % training.log_interval == 0:
-                loss_value = loss.item()  # host-device syncs happen only here, once per log interval
+                # The whole batch's mean over the ranks (a collective: every
+                # rank is here at the same step); host-device syncs happen
+                # only here, once per log interval.
+                loss_value = (self.dist.all_reduce_sum(loss.clone()) / self.dist.world_size).item()
                 self.check_finite([loss_value], "the training loss")
                 if self.dist.is_main:
                     self.report_progress(loss_value, lr, (time.time() - interval_start) / interval_iters)
@@ -293,6 +310,8 @@ class Trainer:
             elif done or state.iter_num % training.eval_interval == 0:
                 losses = self.evaluate()
                 interval_start, interval_iters = time.time(), 0
+            elif self.step_checkpoint_due():
+                self.save_step(loss)
         state.training_time = base_time + time.time() - session_start
         return losses, stopped_by
 

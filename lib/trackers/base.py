@@ -73,6 +73,11 @@ class Tracker:
         always passes one: the last logged step when its caller gives
         none).  The same signature as Trackers.alert."""
 
+    def log_checkpoint(self, path, name, aliases):
+        """Log the checkpoint file `path` as a new version of artifact
+        `name` with `aliases` (lib/trackers/artifacts.py), through the
+        backend's artifact API; a backend without one does nothing."""
+
     def state_dict(self):
         """What reattaches to this run after a restart (ids, names), JSON-safe."""
         raise NotImplementedError
@@ -159,6 +164,18 @@ class Trackers:
         self._journal({"kind": "alert", "step": step, "level": level, "title": title, "text": text})
         for name in self._working():
             self._call(name, "alert", title, text, level, step)
+
+    def log_checkpoint(self, path, is_best):
+        """The checkpoint file `path` as the next version of the run's
+        artifact checkpoint-<run name>, aliased latest (and best if
+        `is_best`), in every working backend (LOG_CHECKPOINTS)."""
+        from lib.trackers.artifacts import artifact_name
+
+        name, aliases = artifact_name(self.run_name), ["latest", *(["best"] if is_best else [])]
+        step = self.last_step if self.last_step is not None else 0
+        self._journal({"kind": "artifact", "step": step, "name": name, "aliases": aliases, "file": str(path)})
+        for backend in self._working():
+            self._call(backend, "log_checkpoint", str(path), name, aliases)
 
     def catch_up(self, points):
         """After a restart, hand every backend the journaled points

@@ -73,6 +73,8 @@ class TrackingConfig:
     tracker_group: str  # "" for none
     # Built from the flags named like each Config's fields; not a flag itself.
     backends: dict = field(default_factory=dict, metadata={"derived": True})
+    # LOG_CHECKPOINTS: every checkpoint also as an artifact (lib/trackers/artifacts.py)
+    log_checkpoints: bool = False
 
     def __post_init__(self):
         names = parse_tracker_names(self.tracker)
@@ -91,7 +93,7 @@ class TrackingConfig:
         backends = {name: from_flags(backend_module(name).Config, flags) for name in names}
         return cls(tracker=",".join(names) or NONE, tracker_project=flags["tracker_project"],
                    tracker_run_name=flags["tracker_run_name"], tracker_group=flags["tracker_group"],
-                   backends=backends)
+                   backends=backends, log_checkpoints=flags["log_checkpoints"])
 
 
 def earlier_points(out_dir):

@@ -173,6 +173,10 @@ class TrackioTracker(Tracker):
         with contextlib.redirect_stdout(io.StringIO()):
             self._run.alert(title=title, text=text, level=self._trackio.AlertLevel[level], step=step)
 
+    def log_checkpoint(self, path, name, aliases):
+        # Trackio moves `latest` onto each new version itself.
+        self._run.log_artifact(path, name=name, type="model", aliases=[a for a in aliases if a != "latest"])
+
     def state_dict(self):
         return {
             "project": self.project,

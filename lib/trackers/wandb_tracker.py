@@ -147,6 +147,11 @@ class WandbTracker(Tracker):
         if hasattr(self._run, "alert"):
             self._run.alert(title=title[:63], text=text, level=level, wait_duration=ALERT_WAIT_SECONDS)
 
+    def log_checkpoint(self, path, name, aliases):
+        artifact = self._wandb.Artifact(name, type="model")
+        artifact.add_file(path, name="ckpt.pt")
+        self._run.log_artifact(artifact, aliases=aliases)
+
     def state_dict(self):
         return {
             "project": self._run.project,

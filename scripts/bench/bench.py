@@ -73,6 +73,8 @@ TINY = ("--model", "custom", "--n-layer", "2", "--n-head", "2", "--n-embd", "32"
         "--batch-size", "4")  # fmt: skip
 # 16 x 1,024 = 16,384 tokens a step: comfortably inside an 80 GB H100 with
 # the full bf16 logits (nanoGPT's batch 12 fits a 40 GB A100).
+# Each block recomputed in the backward pass: the memory it saves, the time it costs.
+RECOMPUTE = ("--activation-checkpointing",)
 GPT2_124M = ("--device", "cuda", "--dtype", "bfloat16", "--compile", "--model", "gpt2", "--block-size", "1024",
              "--batch-size", "16")  # fmt: skip
 
@@ -112,8 +114,10 @@ PLANS = {
                 TrainRow("cpu-small, BLAS matmuls", CPU + SMALL + BLAS, warmup=3, iters=15),
                 TrainRow("cpu-small, full logits", CPU + SMALL, warmup=3, iters=15, chunked_loss=False),
                 TrainRow("cpu-default (Kconfig)", CPU, warmup=3, iters=15),
+                TrainRow("cpu-default, activation checkpointing", CPU + RECOMPUTE, warmup=3, iters=15),
             ],
-            "cuda": [TrainRow("gpu-gpt2-124M", GPT2_124M, warmup=10, iters=20)],
+            "cuda": [TrainRow("gpu-gpt2-124M", GPT2_124M, warmup=10, iters=20),
+                     TrainRow("gpu-gpt2-124M, activation checkpointing", GPT2_124M + RECOMPUTE, warmup=10, iters=20)],
         },
         peak_seconds=1.0,
         tracker_flags=CPU,
@@ -131,6 +135,7 @@ PLANS = {
                 TrainRow("cpu-tiny", CPU + TINY, warmup=2, iters=5),
                 TrainRow("cpu-tiny, BLAS matmuls", CPU + TINY + BLAS, warmup=2, iters=5),
                 TrainRow("cpu-tiny, full logits", CPU + TINY, warmup=2, iters=5, chunked_loss=False),
+                TrainRow("cpu-tiny, activation checkpointing", CPU + TINY + RECOMPUTE, warmup=2, iters=5),
             ],
             "cuda": [TrainRow("gpu-tiny", ("--device", "cuda", "--dtype", "bfloat16", "--no-compile") + TINY, 2, 5)],
         },

@@ -74,6 +74,8 @@ def training_row(name, kind, result):
     peak = result["setup_peak_flops"] if result["device"].startswith("cuda") else None
     achieved = result["flops_per_token"] * result["tokens_per_sec"]
     loss = "chunked loss" if result["chunked_loss"] else "full-logits loss"
+    if result.get("activation_checkpointing"):
+        loss += ", activation checkpointing"
     matmul = {"onednn": ", oneDNN matmuls", "blas": ", BLAS matmuls"}.get(result.get("cpu_matmul"), "")
     gpu_without_peak = result["device"].startswith("cuda") and not peak
     unknown = ", MFU unknown (no peak for this GPU in gpt2/run/mfu.py)" if gpu_without_peak else ""

@@ -123,6 +123,7 @@ def measure(spec):
         "compile": precision.compile,
         # What the model computed with, read from the model itself.
         "chunked_loss": model.output_loss is not None,
+        "activation_checkpointing": model.config.activation_checkpointing,
         "cpu_matmul": cpu_matmul.library_of(model) if run.device.type == "cpu" else None,
         "threads": torch.get_num_threads(),
         # CPU: 0.2 s per library; CUDA: the data sheet (gpt2/run/mfu.py)

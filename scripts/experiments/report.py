@@ -62,7 +62,10 @@ class Run:
 
     @property
     def tokens_per_iter(self):
-        """Tokens per iteration (None for a journal without these settings)."""
+        """Tokens per iteration (None for a journal without these settings):
+        TOTAL_BATCH_TOKENS when the run set it (gpt2/run/batch_size.py)."""
+        if isinstance(self.config.get("total_batch_tokens"), int) and self.config["total_batch_tokens"] > 0:
+            return self.config["total_batch_tokens"]
         sizes = [self.config.get(k) for k in ("batch_size", "block_size", "gradient_accumulation_steps")]
         return math.prod(sizes) if all(isinstance(n, int) for n in sizes) else None
 

@@ -41,6 +41,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gpt2.run.checkpoint import load_model_checkpoint
+from gpt2.run.checkpoint_source import checkpoint_path
+from lib.trackers.artifacts import is_artifact_reference
 from lib.trackers.journal import JOURNAL_NAME
 from lib.trackers.run_info import REDACTED, git_commit, git_diff, git_dirty, package_versions, untracked_files
 from lib.trackers.run_records import find_runs, journal_record
@@ -320,7 +323,23 @@ def compare_results(record, out_dir):
 # ----------------------------------------------------------------------------
 
 
+def run_of_artifact(reference):
+    """The tracker run id a checkpoint artifact reference comes from (its
+    checkpoint records the runs it logs to), for find_runs."""
+    try:
+        state = load_model_checkpoint(checkpoint_path(reference, "RUN")).trackers or {}
+    except UserError as error:
+        raise ReproduceError(str(error)) from None
+    ids = [backend.get("run_id") for backend in (state.get("backends") or {}).values() if backend.get("run_id")]
+    if not ids:
+        raise ReproduceError(f"{reference}: its checkpoint records no tracker run to reproduce")
+    say(f"{reference}: a checkpoint of run {ids[0]}")
+    return ids[0]
+
+
 def reproduce(args):
+    if is_artifact_reference(args.run):
+        args.run = run_of_artifact(args.run)
     records, searched = find_runs(args.run, args.trackio_dir or None, [args.wandb_dir] if args.wandb_dir else None)
     if not records:
         raise ReproduceError(f"no run {args.run!r}; looked in {', '.join(searched[:-1])} and {searched[-1]}")
@@ -377,7 +396,8 @@ def reproduce(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", metavar="RUN", help="run name or id, W&B offline run folder, or out-dir")
+    parser.add_argument("run", metavar="RUN", help="run name or id, W&B offline run folder, out-dir, or a checkpoint artifact "
+                        "(trackio:P/checkpoint-R:best, wandb:P/checkpoint-R:latest)")
     parser.add_argument("--out-dir", default="", help=f"where to train (default: <old out-dir>{SUFFIX})")
     parser.add_argument("--strict", action="store_true", help="refuse to train when anything differs or is missing")
     parser.add_argument("--dry-run", action="store_true", help="check and print the command; train nothing")

@@ -13,6 +13,8 @@ Only the GPU steps import torch's CUDA side; every API they use exists in
 torch 2.4 (the oldest pyproject.toml allows), so torch 2.11 has them.
 """
 
+import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -264,6 +266,33 @@ def ddp_step(ctx):
             + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}  # fmt: skip
 
 
+BATCH_AUTO_STEPS = 2
+BATCH_AUTO_LINE = re.compile(r"^batch size auto: (\d+) sequences per micro-batch", re.M)
+
+
+def batch_auto_step(ctx):
+    """BATCH_SIZE_AUTO's real probe (gpt2/run/batch_probe.py): the preset
+    with --batch-size-auto for BATCH_AUTO_STEPS steps, trying full steps at
+    growing micro-batches until one runs out of memory; the size found, the
+    sizes tried, and the run's provenance record of them."""
+    ctx.prepare()
+    name = "batch_auto"
+    flags = ctx.flags(name, BATCH_AUTO_STEPS, extra=["--batch-size-auto", "--eval-interval", "1000"])
+    done = runs.run(runs.train_command(ctx.build, flags), ctx.env(), ctx.remaining())
+    found = BATCH_AUTO_LINE.search(done.output)
+    record = None
+    journal = ctx.work / name / "tracking.jsonl"
+    if journal.is_file():
+        first = json.loads(journal.read_text().splitlines()[0])
+        record = (first.get("config") or {}).get("provenance", {}).get("batch_size_auto")
+    size = int(found.group(1)) if found else None
+    ok = done.status == 0 and size is not None and bool(record) and record.get("batch_size") == size
+    ctx.figures.update(batch_size_auto=size)
+    summary = f"micro-batch {size} for the preset (sizes tried: {(record or {}).get('tried')})"
+    return {"exit": done.status, "batch_size": size, "record": record, "ok": ok,
+            "summary": summary + ("" if ok else f" FAILED: {runs.last_line(done.output)}")}
+
+
 def hellaswag_step(ctx):
     """With internet: OpenAI's 124M on HellaSwag, llm.c's acc_norm 29.55 and
     the harness's 31.14 within 0.1 (scripts/gpu_check/eval_reference.py);
@@ -298,6 +327,7 @@ STEPS = [
     ("resume", 140, resume_step),
     ("ddp", 90, ddp_step),
     ("hellaswag", 600, hellaswag_step),  # estimated, not yet measured (docs/benchmarks.md)
+    ("batch_auto", 80, batch_auto_step),
 ]
 STEP_NAMES = [name for name, _, _ in STEPS]
 
