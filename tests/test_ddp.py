@@ -78,9 +78,9 @@ def test_accumulation_not_divisible_by_the_processes_is_one_error_line(
                       "--batch-size", "3", "--gradient-accumulation-steps", "1")
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    # One line (on main today it may come as "rank 1 failed (...); rank 0
-    # stops too": the rank that posts its error first names it).
-    assert len(errors) == 1 and (
+    # One line, the error itself (not "rank 1 failed (...); rank 0 stops
+    # too": every rank raises it, so each is stopping on its own).
+    assert len(errors) == 1 and errors[0].startswith("error: --gradient-accumulation-steps 1:") and (
         "--gradient-accumulation-steps 1: its 96 tokens per step (3 batch x 32 block x 1) do not split into "
         "whole sequences on 2 processes; use a multiple of 2, or --total-batch-tokens 64 or 128") in errors[0]
     assert not list((tmp_path / "out").glob("*.pt"))

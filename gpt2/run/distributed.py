@@ -224,7 +224,11 @@ def stop_all_on_failure(distributed, expected=(), poll_seconds=FAILURE_POLL_S, g
         finished.set()
         if isinstance(exc, expected):
             raise
-        failed = seen or _read_failure(store, wait_seconds=grace_seconds if isinstance(exc, RuntimeError) else 0)
+        # An error of this rank's own (the same one on every rank, from a
+        # check every rank makes) is this rank's to print; anything else,
+        # after another rank failed, is most likely the collective that broke.
+        failed = None if isinstance(exc, UserError) else seen or _read_failure(
+            store, wait_seconds=grace_seconds if isinstance(exc, RuntimeError) else 0)
         if failed and failed["rank"] != rank:
             # A collective broke because another rank failed first: say that, not its traceback.
             print(_stops_too(failed, rank), file=sys.stderr, flush=True)
