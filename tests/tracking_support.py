@@ -21,8 +21,8 @@ from lib.trackers.wandb_records import offline_run_files, read_offline_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN = REPO_ROOT / "gpt2" / "train.py"
-REPLAY = REPO_ROOT / "scripts" / "replay_journal.py"
-WANDB_SYNC = REPO_ROOT / "scripts" / "wandb_sync.py"
+REPLAY = REPO_ROOT / "scripts" / "tracking" / "replay_journal.py"
+WANDB_SYNC = REPO_ROOT / "scripts" / "tracking" / "wandb_sync.py"
 TRAIN_METRICS = ("train/loss", "train/lr", "train/sparsity", "train/tokens_per_sec")
 VAL_METRICS = ("val/loss", "val/perplexity")
 SUMMARY_KEYS = (
