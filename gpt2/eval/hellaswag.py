@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gpt2.data.sources import file_sha256
 from gpt2.data.tokenizer import gpt2_encoding
 from lib.atomic import write_bytes_atomically
 from lib.errors import UserError
@@ -58,14 +59,6 @@ class HellaSwagError(UserError):
 
 # ----------------------------------------------------------------------------
 # The file
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_path(data_dir):
@@ -102,7 +95,7 @@ def locate(local_file="", data_dir="data", allow_download=True):
         if not path.is_file():
             raise HellaSwagError(f"--eval-hellaswag-file {path}: no such file; give the path of a "
                                  f"hellaswag_val.jsonl (the authors' is {URL})")
-        if SHA256 is not None and sha256_of(path) != SHA256:
+        if SHA256 is not None and file_sha256(path) != SHA256:
             print(f"notice: {path} is not the authors' {FILE_NAME} (another sha256): scoring its items as given",
                   file=sys.stderr)
         return path
@@ -110,7 +103,7 @@ def locate(local_file="", data_dir="data", allow_download=True):
     if path.is_file():
         recorded = path.with_name(FILE_NAME + ".sha256")
         expected = SHA256 or (recorded.read_text().strip() if recorded.is_file() else None)
-        if expected is not None and sha256_of(path) != expected:
+        if expected is not None and file_sha256(path) != expected:
             raise HellaSwagError(f"{path} has another sha256 than the one downloaded ({expected}); it is "
                                  "damaged: delete it to download it again")
         return path

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from scripts.gpu_check import preflight, runs
-from scripts.gpu_check.steps import STEP_NAMES, STEPS, Context, budget_on_one_gpu
+from scripts.gpu_check.steps import REFERENCE_STEPS, STEP_NAMES, STEPS, Context, budget_on_one_gpu
 
 IN_REPO_CORPUS = runs.REPO_ROOT / "wheelhouse" / "data" / "tinyshakespeare" / "input.txt"  # make wheelhouse's copy
 # A step is cut at its budget times this (the budgets are estimates); the
@@ -39,6 +39,9 @@ def build_parser():
                         help="keep data, checkpoints and the Trackio database here (default: a temporary folder)")
     parser.add_argument("--skip", action="append", default=[], choices=STEP_NAMES, metavar="STEP",
                         help=f"leave a step out (repeatable): {', '.join(STEP_NAMES)}")
+    parser.add_argument("--references", action="store_true",
+                        help="also the reference scores that need internet (OpenAI's 124M on HellaSwag: "
+                        + ", ".join(name for name, _, _ in REFERENCE_STEPS) + ")")
     parser.add_argument("--deterministic", action="store_true",
                         help="train the preset and resume runs with --deterministic (bit-identical resume)")
     return parser  # fmt: skip
@@ -161,6 +164,7 @@ def main(argv=None):
         work.mkdir(parents=True, exist_ok=True)
         report = {"command": "python3 -m scripts.gpu_check " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "deterministic": args.deterministic}  # fmt: skip
-        report = run_steps(Context(args=args, work=work, say=say, report=report), args.out, skip=args.skip)
+        report = run_steps(Context(args=args, work=work, say=say, report=report), args.out,
+                           steps=STEPS + (REFERENCE_STEPS if args.references else []), skip=args.skip)
     say(final_line(report, args.out))
     return 0 if report["ok"] else 1
