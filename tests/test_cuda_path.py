@@ -169,7 +169,10 @@ def test_the_gpt2_trackio_preset_runs_on_the_cpu(shakespeare_path, tmp_path):
     where = [f"KCONFIG_CONFIG={tmp_path / '.config'}", f"BUILD={tmp_path / 'build'}"]
     result = subprocess.run([*MAKE, *where, "defconfig-gpt2-trackio"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    args = (f"--device cpu --max-iters 2 --batch-size 1 --gradient-accumulation-steps 2 --block-size 64 "
+    # --total-batch-tokens 0: the preset's 491,520 tokens a step would be
+    # 7,680 micro-batches of 64 tokens; 2 accumulation steps instead.
+    args = (f"--device cpu --max-iters 2 --batch-size 1 --total-batch-tokens 0 --gradient-accumulation-steps 2 "
+            f"--block-size 64 "
             f"--eval-iters 1 --data-input {parquet} --data-dir {tmp_path / 'data'} --out-dir {tmp_path / 'out'}"
             + ("" if COMPILE_THE_PRESET else " --no-compile"))
     result = subprocess.run([*MAKE, *where, "train", f"ARGS={args}"], capture_output=True, text=True, timeout=900)
