@@ -282,3 +282,28 @@ def test_each_rank_reads_only_its_own_eval_batches(shakespeare_data, monkeypatch
 def test_batches_refuse_a_block_longer_than_the_data(shakespeare_data):
     with pytest.raises(UsageError, match=r"val\.bin holds [\d,]+ tokens, too few for --block-size"):
         make_batches(shakespeare_data, block_size=100_000)  # val has ~36k tokens
+
+
+def test_the_gradient_norm_is_logged_with_clipping_off(tiny_run, monkeypatch):
+    """--grad-clip 0 turns clipping off, not the monitor: train/grad_norm is
+    the norm of the true gradients every log interval (the same value
+    clip_grad_norm_ computes with an infinite bound), and none counts as
+    clipped."""
+    from lib.trackers.journal import journal_path, read_journal
+
+    returned = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        norm = clip(parameters, max_norm, *args, **kwargs)
+        returned.append((max_norm, norm.item()))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    code, out_dir, _ = tiny_run("--max-iters", "3", "--grad-clip", "0")
+    assert code == 0
+    logged = [r["metrics"] for r in read_journal(journal_path(out_dir))
+              if r["kind"] == "log" and "train/grad_norm" in r["metrics"]]  # fmt: skip
+    assert [m["train/grad_norm"] for m in logged] == pytest.approx([norm for _, norm in returned])
+    assert all(bound == float("inf") for bound, _ in returned) and len(returned) == 3
+    assert all(m["train/clip_fraction"] == 0 for m in logged)
