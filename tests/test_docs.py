@@ -374,3 +374,18 @@ def test_the_checks_catch_a_renamed_flag_or_target(renamed, tmp_path, monkeypatc
         else test_every_make_target_in_the_docs_exists
     with pytest.raises(AssertionError, match="max-iterations|make samples"):
         check()
+
+
+TEST_REFERENCE = re.compile(r"tests/(\w+\.py)::(\w+)")
+
+
+def test_every_test_the_docs_name_exists():
+    """A claim backed by `tests/<file>.py::<test>` names a test that is there."""
+    missing = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            for file, name in TEST_REFERENCE.findall(line):
+                path = REPO_ROOT / "tests" / file
+                if not path.is_file() or not re.search(rf"^def {name}\(", path.read_text(), re.M):
+                    missing.append(f"{doc.relative_to(REPO_ROOT)}:{number}: tests/{file}::{name}")
+    assert not missing
