@@ -14,6 +14,7 @@ earlier tasks'), and the checkpoint's own tracker run.  Options: the
 status 1, nothing written.
 """
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ import torch
 from gpt2.cli import Tool
 from gpt2.eval import parse_tasks, task_module
 from gpt2.eval.results import log_to_trackers, print_table, write_results
-from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.run.checkpoint import BEST, load_model_checkpoint
+from gpt2.model.gpt import GPT
+from gpt2.run.checkpoint import BEST, Checkpoint
+from gpt2.run.checkpoint import load_model as load_checkpoint_model
 from gpt2.run.checkpoint_source import checkpoint_path
 from lib.errors import UserError
 
@@ -50,23 +52,17 @@ def build_parser(kconf=None):
 class Context:
     """What a task's run() gets."""
 
-    args: object
+    args: argparse.Namespace
     model: GPT
     device: torch.device
     checkpoint_path: Path
-    checkpoint: object
+    checkpoint: Checkpoint
     extra: dict = field(default_factory=dict)
 
 
 def load_model(path, device):
-    checkpoint = load_model_checkpoint(path)
-    try:
-        model = GPT(GPTConfig(**checkpoint.model_config))
-        model.load_state_dict(checkpoint.model_state)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise UserError(f"{path}: its weights do not fit its model config ({reason[:200]}); the checkpoint is damaged") from None
-    return model.to(device).eval(), checkpoint
+    model, checkpoint = load_checkpoint_model(path)  # one reader of a checkpoint's model (gpt2/run/checkpoint.py)
+    return model.to(device), checkpoint
 
 
 def pick_device(name):
