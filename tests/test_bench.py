@@ -71,7 +71,8 @@ def test_every_row_has_every_number_it_promises(quick_bench):
         row = rows[f"monitor: {name}"]
         match = re.match(r"(\d+\.\d{3})% of a ([\d.]+) ms step; ", row["note"])
         assert match, row["note"]
-        assert row["share"] == pytest.approx(row["ms_per_iter"] / float(match[2]), rel=1e-3)
+        # The note rounds the step to 0.1 ms: half of that is the tolerance of a short step.
+        assert row["share"] == pytest.approx(row["ms_per_iter"] / float(match[2]), rel=max(1e-3, 0.05 / float(match[2])))
         assert 100 * row["share"] == pytest.approx(float(match[1]), abs=1e-3)
 
 
