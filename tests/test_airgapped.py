@@ -21,9 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 from airgap_support import REPO_ROOT, SITE, airgapped_env, with_requirements
 from scripts.wheelhouse import CORPUS_IN_WHEELHOUSE, WHEELS

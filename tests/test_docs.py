@@ -21,7 +21,6 @@ import importlib
 import re
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 import kconfiglib
 import pytest

@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from train_support import TINY, shakespeare_flags
 
 from gpt2.eval import cli, hellaswag, ppl
 from gpt2.eval.results import results_path
-from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.model.gpt import GPTConfig
 from gpt2.run.checkpoint import BEST
 from gpt2.train import main as train_main
 

@@ -19,7 +19,6 @@ import gc
 
 import torch
 
-from gpt2.errors import UsageError
 
 MEMORY_MARGIN = 0.9  # a size fits when its step peaks below 90% of the GPU's memory
 MAX_BATCH = 65536  # BATCH_SIZE's Kconfig range
