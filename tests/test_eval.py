@@ -3,6 +3,7 @@ file the test writes, checked against a hand computation and against
 lm-evaluation-harness itself on the exported model; whole-split val loss
 against per-token losses by hand; bad input as one error line.  No network."""
 
+import hashlib
 import json
 import math
 
@@ -190,7 +191,7 @@ def test_bad_input_is_one_error_line(trained, tmp_path, capsys, monkeypatch, fla
     assert (results_path(trained).read_text() if results_path(trained).exists() else None) == before
 
 
-def test_download_is_checked_and_cached(tmp_path, monkeypatch):
+def test_download_is_checked_against_the_authors_sha256(tmp_path, monkeypatch, capsys):
     body = "".join(json.dumps(item) + "\n" for item in fake_items(3)).encode()
 
     class Response:
@@ -204,11 +205,28 @@ def test_download_is_checked_and_cached(tmp_path, monkeypatch):
             return body
 
     monkeypatch.setattr(hellaswag.urllib.request, "urlopen", lambda *a, **k: Response())
-    path = hellaswag.locate("", tmp_path)
-    assert path.read_bytes() == body and len(hellaswag.read_items(path)) == 3
-    path.write_bytes(body[:-10] + b"0123456789")  # damaged in the cache
-    with pytest.raises(hellaswag.HellaSwagError, match="another sha256"):
+    # Another file than the authors' (a wrong mirror, a cut download): refused, nothing kept.
+    with pytest.raises(hellaswag.HellaSwagError, match=f"not the authors' {hellaswag.SHA256}"):
         hellaswag.locate("", tmp_path)
+    assert not any(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+    # The authors' file (here: the fixture, its hash pinned in place of theirs) is cached and read.
+    monkeypatch.setattr(hellaswag, "SHA256", hashlib.sha256(body).hexdigest())
+    path = hellaswag.locate("", tmp_path)
+    assert path == hellaswag.cached_path(tmp_path) and path.read_bytes() == body
+    assert len(hellaswag.read_items(path)) == 3
+    monkeypatch.setattr(hellaswag.urllib.request, "urlopen", None)  # the cache is read, nothing fetched again
+    assert hellaswag.locate("", tmp_path) == path
+    path.write_bytes(body[:-10] + b"0123456789")  # damaged in the cache
+    with pytest.raises(hellaswag.HellaSwagError, match="damaged; delete it"):
+        hellaswag.locate("", tmp_path)
+
+
+def test_a_local_file_of_another_hash_is_scored_with_a_notice(tmp_path, capsys):
+    subset = write_items(tmp_path / "subset.jsonl", fake_items(4))
+    assert hellaswag.locate(str(subset), tmp_path / "data") == subset
+    err = capsys.readouterr().err
+    assert "notice:" in err and "not the authors'" in err and "scoring its items as given" in err
+    assert not (tmp_path / "data").exists()
 
 
 def test_harness_numbers_equal_the_harness_itself(trained, model, tmp_path):
@@ -326,7 +344,7 @@ def test_report_has_a_column_per_eval_metric_and_perplexity(shakespeare_data, sh
     header, row = ([c.strip() for c in line.strip("|").split(" | ")] for line in (lines[0], lines[1]))
     cells = dict(zip(header, row))
     ppl = [math.exp(loss) for loss, _ in best]
-    assert cells["best val perplexity"] == f"{statistics.fmean(ppl):.4f} ± {statistics.stdev(ppl):.4f} (n=2)"
+    assert cells["best val perplexity"] == f"{statistics.fmean(ppl):.2f} ± {statistics.stdev(ppl):.2f} (n=2)"
     acc = [a for _, a in best]
     assert cells["hellaswag acc norm llmc"] == f"{statistics.fmean(acc):.4f} ± {statistics.stdev(acc):.4f} (n=2)"
     assert "hellaswag acc norm harness" in cells

@@ -226,14 +226,15 @@ def test_an_mfu_above_100_percent_is_never_reported(sweep, tmp_path):
     assert all(0 < float(mfus[(POINTS[0], str(s))]) <= 1 for s in SEEDS)
 
 
-def test_final_val_perplexity_column_is_exp_of_each_runs_final_val_loss(sweep_report):
+@pytest.mark.parametrize("loss", ["best", "final"])
+def test_val_perplexity_columns_are_exp_of_each_runs_val_loss(sweep_report, loss):
     import math
 
     md = (sweep_report / "report.md").read_text(encoding="utf-8")
     header = [c.strip() for c in next(line for line in md.splitlines() if line.startswith("| point")).strip("|").split(" | ")]
-    column = header.index("final val perplexity")
+    column = header.index(f"{loss} val perplexity")
     for label, cells in table_rows(md).items():
-        perplexities = [math.exp(m["final_val_loss"]) for m in metrics_of(sweep_report, label.removesuffix(" ★ best"))]
+        perplexities = [math.exp(m[f"{loss}_val_loss"]) for m in metrics_of(sweep_report, label.removesuffix(" ★ best"))]
         assert cells[column] == f"{statistics.fmean(perplexities):.2f} ± {statistics.stdev(perplexities):.2f} (n=2)"
 
 

@@ -45,11 +45,12 @@ DESCRIPTION = "HellaSwag validation (10,042 items): acc, acc_norm (llm.c style),
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 FILE_NAME = "hellaswag_val.jsonl"
 ITEMS = 10042
-# The sha256 of the authors' file.  Not pinned yet: this project's machines
-# had no route to GitHub when it was written.  Until it is, the first
-# download records the hash it saw beside the file (FILE_NAME.sha256) and
-# every later read checks the cached file against it.
-SHA256 = None
+# The authors' file as published: its size and sha256 as TensorFlow
+# Datasets records them for this URL (tensorflow_datasets/url_checksums/
+# hellaswag.txt).  Another file is refused as a download and as the cache,
+# and scored with a notice when named by EVAL_HELLASWAG_FILE (a subset).
+SIZE = 12_246_618
+SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
 METRICS = ("acc", "acc_norm_llmc", "acc_harness", "acc_norm_harness")
 
 
@@ -66,7 +67,7 @@ def cached_path(data_dir):
 
 
 def download(target, url=URL, timeout=60):
-    """Fetch `url` into `target` (atomically), check its sha256, record it."""
+    """Fetch `url` into `target` (atomically) if its sha256 is the authors'."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
@@ -77,12 +78,12 @@ def download(target, url=URL, timeout=60):
             f"elsewhere and put it at {target} or name it with --eval-hellaswag-file (EVAL_HELLASWAG_FILE)"
         ) from None
     digest = hashlib.sha256(data).hexdigest()
-    if SHA256 is not None and digest != SHA256:
-        raise HellaSwagError(f"the download from {url} has sha256 {digest}, not the authors' {SHA256}; "
-                             "nothing was kept: try again, or give a local copy with --eval-hellaswag-file")
+    if digest != SHA256:
+        raise HellaSwagError(f"the download from {url} ({len(data):,} bytes) has sha256 {digest}, not the authors' "
+                             f"{SHA256} ({SIZE:,} bytes); nothing was kept: try again, or give a local copy with "
+                             "--eval-hellaswag-file")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomically(target, data)
-    write_bytes_atomically(target.with_name(FILE_NAME + ".sha256"), (digest + "\n").encode())
     print(f"downloaded HellaSwag ({len(data):,} bytes, sha256 {digest}) to {target}", file=sys.stderr)
     return target
 
@@ -95,17 +96,16 @@ def locate(local_file="", data_dir="data", allow_download=True):
         if not path.is_file():
             raise HellaSwagError(f"--eval-hellaswag-file {path}: no such file; give the path of a "
                                  f"hellaswag_val.jsonl (the authors' is {URL})")
-        if SHA256 is not None and file_sha256(path) != SHA256:
-            print(f"notice: {path} is not the authors' {FILE_NAME} (another sha256): scoring its items as given",
+        if file_sha256(path) != SHA256:  # users subset the file: score what is given, and say so
+            print(f"notice: {path} is not the authors' {FILE_NAME} (sha256 {SHA256}): scoring its items as given",
                   file=sys.stderr)
         return path
     path = cached_path(data_dir)
     if path.is_file():
-        recorded = path.with_name(FILE_NAME + ".sha256")
-        expected = SHA256 or (recorded.read_text().strip() if recorded.is_file() else None)
-        if expected is not None and file_sha256(path) != expected:
-            raise HellaSwagError(f"{path} has another sha256 than the one downloaded ({expected}); it is "
-                                 "damaged: delete it to download it again")
+        if file_sha256(path) != SHA256:
+            raise HellaSwagError(f"{path} is not the authors' {FILE_NAME} (another sha256 than {SHA256}): it is "
+                                 "damaged; delete it to download it again, or name a file of your own with "
+                                 "--eval-hellaswag-file")
         return path
     if not allow_download:
         raise HellaSwagError(f"HellaSwag is not cached at {path}; run `make eval TASKS=hellaswag` once with "

@@ -102,7 +102,7 @@ def load_run(out_dir):
         raise ReportError(f"{metrics_file}: not a JSON object of metrics")
     start = records[starts[-1]]
     config = start.get("config") or {}
-    metrics = {**metrics, **eval_metrics(out_dir, metrics)}  # perplexity, best.eval.json (make eval)
+    metrics = {**metrics, **eval_metrics(out_dir)}  # best.eval.json (make eval, EVAL_AT_END)
     return Run(out_dir, "", config.get("seed"), start.get("run_name") or out_dir.name, config, metrics, points)
 
 
@@ -204,10 +204,10 @@ def _fmt(value, pattern):
     return "n/a" if value is None else pattern.format(value)
 
 
-def final_val_perplexity(runs):
-    """'mean ± std (n=N)' of exp(final val loss) over the runs (AdamWPrune's
-    "final perplexity"), 2 decimals; 'n/a' without a final val loss."""
-    values = [math.exp(min(v, 700.0)) for v in _values(runs, "final_val_loss")]  # exp overflows past 709
+def perplexity(runs, loss):
+    """'mean ± std (n=N)' of exp(`loss`) over the runs (`loss`: best_val_loss
+    or final_val_loss; AdamWPrune reports the final one), 2 decimals."""
+    values = [math.exp(min(v, 700.0)) for v in _values(runs, loss)]  # exp overflows past 709
     if not values:
         return "n/a"
     std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
@@ -226,7 +226,8 @@ def table(groups, baseline):
     best, base_mean = best_point(groups), _mean(groups[baseline], "best_val_loss")
     header = [
         "point", "best val loss", "final val loss", "final train loss", "tokens/s", "MFU",
-        "wall time (s)", "final sparsity", f"Δ best val vs {baseline}", "final val perplexity",
+        "wall time (s)", "final sparsity", f"Δ best val vs {baseline}", "best val perplexity",
+        "final val perplexity",
     ]  # fmt: skip
     evals = eval_columns(groups)
     header += [name.removeprefix("eval/").replace("_", " ") for name in evals]
@@ -250,7 +251,8 @@ def table(groups, baseline):
             _fmt(_mean(runs, "total_training_time"), "{:.1f}"),
             _fmt(_mean(runs, "sparsity"), "{:.4f}"),
             delta,
-            final_val_perplexity(runs),
+            perplexity(runs, "best_val_loss"),
+            perplexity(runs, "final_val_loss"),
             *(_spread(runs, name) for name in evals),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -269,8 +271,8 @@ def markdown(groups, baseline, described, unfinished, plots):
         "the other columns are means over the seeds. MFU: the mean of the logged train/mfu (n/a where the "
         "device's peak FLOPS are unknown, or where a run logged an MFU above 100%, which only an "
         f"underestimated peak gives). ★ marks the lowest mean best val loss; Δ is a point's mean best "
-        f"val loss minus the baseline's ({baseline}); final val perplexity: exp of each run's final val "
-        "loss, then mean ± std. Every run's exact numbers: report.csv.",
+        f"val loss minus the baseline's ({baseline}); best and final val perplexity: exp of each run's best "
+        "and final val loss, then mean ± std. Every run's exact numbers: report.csv.",
         "",
         table(groups, baseline),
         "",

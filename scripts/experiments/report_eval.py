@@ -1,9 +1,8 @@
 """The eval columns of `make report`: each run's best.eval.json (`make eval`
-or EVAL_AT_END, gpt2/eval/results.py) and the perplexity of its best val
-loss; one column per eval metric any run has, mean ± std over the seeds."""
+or EVAL_AT_END, gpt2/eval/results.py), one column per eval metric any run
+has, mean ± std over the seeds."""
 
 import json
-import math
 
 from gpt2.eval.results import results_path
 from gpt2.run.checkpoint import BEST
@@ -11,12 +10,9 @@ from gpt2.run.checkpoint import BEST
 COUNTS = ("_items", "_cropped", "_tokens")  # how much was scored, not a score
 
 
-def eval_metrics(out_dir, metrics):
+def eval_metrics(out_dir):
     """The extra metrics of the run in `out_dir` whose metrics.json is `metrics`."""
     extra = {}
-    loss = metrics.get("best_val_loss")
-    if isinstance(loss, (int, float)) and math.isfinite(loss):
-        extra["best_val_perplexity"] = math.exp(min(loss, 700.0))
     try:
         saved = json.loads(results_path(out_dir / BEST).read_text())["metrics"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -29,7 +25,7 @@ def eval_metrics(out_dir, metrics):
 
 def eval_columns(groups):
     """The eval metric names the runs have, in order of first appearance."""
-    names = {"best_val_perplexity": None} if any(r.metrics.get("best_val_perplexity") for rs in groups.values() for r in rs) else {}
+    names = {}
     for runs in groups.values():
         for run in runs:
             names.update(dict.fromkeys(k for k in run.metrics if k.startswith("eval/")))
