@@ -103,7 +103,10 @@ class Trainer:
         self.scaler.update()
         # The scaler lowers its scale when it skipped the step for inf/NaN
         # gradients: movement pruning must not add those to its scores.
-        self.pruner.step(self.state.iter_num, observe=scale is None or self.scaler.get_scale() >= scale)
+        if self.pruner.step(self.state.iter_num, observe=scale is None or self.scaler.get_scale() >= scale):
+            # best.pt of a pruning run is its best model at the target
+            # sparsity: the denser checkpoints before are no candidates.
+            self.state.best_val_loss = math.inf
         self.optimizer.zero_grad(set_to_none=True)
         if ratios:
             self.trackers.log(self.health.update_ratios(), step=self.state.iter_num + 1)

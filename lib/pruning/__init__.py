@@ -79,7 +79,9 @@ class Pruner(Protocol):
 
     weights: dict  # {name: tensor} it prunes, {} for none (layer_sparsity, save_masks)
 
-    def step(self, iter_num, observe=True): ...
+    def step(self, iter_num, observe=True) -> bool:
+        """Masks updated and applied after an optimizer step; True at the
+        step that brings them to the final target sparsity."""
 
     def state_dict(self): ...
 

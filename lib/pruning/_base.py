@@ -47,17 +47,21 @@ class MaskPruner:
     def step(self, iter_num, observe=True):
         """Call right after optimizer.step(): update masks on schedule, then
         apply them.  observe=False: the step was skipped (a gradient scaler
-        found inf/NaN gradients), so its gradients are not observed."""
+        found inf/NaN gradients), so its gradients are not observed.
+        True when this call brought the masks to the final target sparsity."""
         if observe:
             self.observe()
         target = self.schedule.target(iter_num)
+        reached = False
         if self.schedule.is_update(iter_num) and target > self.applied_sparsity:
             for index, (name, weight) in enumerate(self.weights.items()):
                 layer_target = self.schedule.layer_target(target, index, len(self.weights))
                 keep = keep_mask(self.scores(name, weight), layer_target, self._mask(name))
                 self._set_mask(name, keep)
             self.applied_sparsity = target
+            reached = target >= self.schedule.target_sparsity
         self._apply_masks()
+        return reached
 
     def _mask(self, name):
         return self.masks.get(name)

@@ -8,7 +8,7 @@ class NoPruner:
         self.weights = {}  # nothing is pruned (lib/pruning/_masks.py reads this)
 
     def step(self, iter_num, observe=True):
-        pass
+        return False
 
     def current_target(self, iter_num):
         return 0.0
