@@ -45,3 +45,11 @@ def from_flags(cls, flags, **derived):
     given as keywords (`derived`): a value another config owns."""
     return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)
                   if not field.metadata.get("derived")}, **derived)
+
+
+def fixed_on_resume(config):
+    """{field: value} of the fields of `config` marked
+    `metadata={"fixed_on_resume": True}`: what decides what the part's
+    saved state means (AdamWPrune's score), so --resume must keep it."""
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)
+            if field.metadata.get("fixed_on_resume")}

@@ -117,13 +117,16 @@ class Checkpoint:
 
     def check_compatible(self, model_config, settings):
         """Refuse to resume with a model shape (`model_config`: a dict of
-        the configured GPTConfig) or an optimizer / pruning method
-        (`settings`) other than the checkpoint's: its state would not fit."""
+        the configured GPTConfig), an optimizer or pruning method (STATE_FLAGS
+        in `settings`) or a part's fixed_on_resume option (the rest of
+        `settings`, lib/plugins.py) other than the checkpoint's: its state
+        would not fit, or would mean another thing.  An option the
+        checkpoint's run did not have yet is not compared."""
         saved = self._state["model_config"]
         changed = [f"{name} {saved[name]!r} -> {model_config[name]!r}" for name in SHAPE_FIELDS
                    if saved[name] != model_config[name]]
-        changed += [f"--{name.replace('_', '-')} {self.args[name]!r} -> {settings[name]!r}" for name in STATE_FLAGS
-                    if self.args[name] != settings[name]]
+        changed += [f"--{name.replace('_', '-')} {self.args[name]!r} -> {value!r}" for name, value in settings.items()
+                    if (name in STATE_FLAGS or name in self.args) and self.args[name] != value]
         if changed:
             raise UsageError(
                 f"{self.flag}: the checkpoint was trained with other settings ("

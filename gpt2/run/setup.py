@@ -33,6 +33,7 @@ from gpt2.run.samples import training_sampler
 from gpt2.run.trainer import Trainer
 from lib.atomic import write_text_atomically
 from lib.optim import build_optimizer
+from lib.plugins import fixed_on_resume
 from lib.pruning import build_pruner
 from lib.trackers import journal_state, null_trackers, open_trackers
 from lib.trackers.run_info import provenance
@@ -197,7 +198,8 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     plan, batch_record = batch_plan(cfg, precision, dist, device, log)
     if checkpoint:
         checkpoint.check_compatible(asdict(config), {"optimizer": cfg.optimizer.optimizer,
-                                                   "pruning_method": cfg.pruning.pruning_method})
+                                                   "pruning_method": cfg.pruning.pruning_method,
+                                                   **fixed_on_resume(cfg.optimizer_own)})
     data_dir = prepared_data_dir(cfg.data, dist, log)
     batches = Batches(
         data_dir,

@@ -31,7 +31,7 @@ would turn a bool mask into floats.  state_dict() adds them under
 "prune_masks", keyed by the same parameter indices torch uses.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -94,9 +94,11 @@ class AdamWPrune(torch.optim.AdamW):
 
 @dataclass(frozen=True)
 class Config:
-    """The score; the schedule's knobs are in lib/pruning's PruningConfig."""
+    """The score; the schedule's knobs are in lib/pruning's PruningConfig.
+    A resumed run keeps its score: masks chosen by two scores would be
+    neither variant's result."""
 
-    adamwprune_variant: str
+    adamwprune_variant: str = field(metadata={"fixed_on_resume": True})
 
     def __post_init__(self):
         if self.adamwprune_variant not in SCORES:
