@@ -22,7 +22,7 @@ FLAGS = [
     "--eval-iters", "1", "--log-interval", "2", "--warmup-iters", "1",
 ]  # fmt: skip
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOTS = ("val_loss_vs_iter", "val_loss_vs_tokens", "train_loss_vs_iter", "lr_vs_iter")
+PLOTS = ("val_loss_vs_iter", "val_loss_vs_tokens", "train_loss_vs_iter", "lr_vs_iter", "val_loss_delta_vs_iter")
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_sparsity_plot_when_a_run_prunes(sweep, tmp_path):
 
     runs, _, _ = sweep_inputs(sweep)
     runs[-1].config["pruning_method"] = "magnitude"
-    written = write_plots(group_points(runs), tmp_path)
-    assert [p.stem for p in written] == [*PLOTS, "sparsity_vs_iter"]
+    written = write_plots(group_points(runs), tmp_path, POINTS[0])
+    assert [p.stem for p in written] == [*PLOTS[:4], "sparsity_vs_iter", "val_loss_delta_vs_iter"]
     check_png(tmp_path / "sparsity_vs_iter.png")
 
 
@@ -247,6 +247,20 @@ def test_layer_sparsity_plot_when_runs_logged_per_layer_sparsity(sweep, tmp_path
     runs[-1].points[last].update({"sparsity/transformer.h.0.attn.c_attn": 0.35, "sparsity/transformer.h.0.mlp.c_fc": 0.65})
     assert final_layer_sparsity(runs[-1]) == {"transformer.h.0.attn.c_attn": 0.35, "transformer.h.0.mlp.c_fc": 0.65}
     assert final_layer_sparsity(runs[0]) == {}
-    written = write_plots(group_points(runs), tmp_path)
+    written = write_plots(group_points(runs), tmp_path, POINTS[0])
     assert [p.stem for p in written] == [*PLOTS, "layer_sparsity"]  # no run prunes by its config
     check_png(tmp_path / "layer_sparsity.png")
+
+
+def test_delta_plot_pairs_each_run_with_the_baseline_run_of_its_seed(sweep):
+    from scripts.experiments.report import group_points, sweep_inputs
+    from scripts.experiments.report_plots import paired_delta
+
+    groups = group_points(sweep_inputs(sweep)[0])
+    xs, means, lows, highs = paired_delta(groups[POINTS[1]], groups[POINTS[0]], "val/loss")
+    # The last evaluation is each run's final val loss (metrics.json).
+    deltas = [m["final_val_loss"] - b["final_val_loss"] for m, b in zip(metrics_of(sweep, POINTS[1]),
+                                                                         metrics_of(sweep, POINTS[0]))]
+    assert means[-1] == pytest.approx(statistics.fmean(deltas), abs=1e-12)
+    assert (lows[-1], highs[-1]) == pytest.approx((min(deltas), max(deltas)), abs=1e-12)
+    assert xs[0] == 0 and means[0] == 0.0  # iteration 0: the same seed, the same initial model

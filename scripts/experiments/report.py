@@ -334,7 +334,7 @@ def report(args):
     from scripts.experiments.report_plots import write_plots  # matplotlib only once the inputs are good
 
     out = Path(args.out or args.sweep)
-    plots = write_plots(groups, out)
+    plots = write_plots(groups, out, baseline)
     write_text_atomically(out / "report.csv", csv_text(groups))
     write_text_atomically(out / "report.md", markdown(groups, baseline, described, unfinished, plots))
     print(table(groups, baseline))

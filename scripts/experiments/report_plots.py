@@ -1,7 +1,10 @@
 """The PNG plots of scripts/experiments/report.py: one line per point (the mean over its
-seeds at each x), the seeds' min..max shaded, from the runs' journals; and,
-when runs logged sparsity/<layer>, layer_sparsity.png: each layer's final
-sparsity, a bar per point.
+seeds at each x), the seeds' min..max shaded, from the runs' journals;
+val_loss_delta_vs_iter.png: each point's val loss minus the baseline's at
+the same seed and iteration (paired: the seeds' shared luck cancels, so a
+difference smaller than the spread between seeds shows); and, when runs
+logged sparsity/<layer>, layer_sparsity.png: each layer's final sparsity, a
+bar per point.
 
 Each plot is written atomically (savefig into lib.atomic's temporary path),
 drawn with matplotlib's Agg backend on a Figure of its own (no pyplot state).
@@ -69,6 +72,48 @@ def draw(groups, metric, x_axis, y_label, title):
     return fig
 
 
+def paired_delta(runs, baseline_runs, metric):
+    """(xs, means, mins, maxs) over the seeds of run - baseline run of the
+    same seed, at each x both logged `metric`."""
+    base = {r.seed: series(r, metric, "iter") for r in baseline_runs}
+    per_seed = []
+    for run in runs:
+        if run.seed in base:
+            values = series(run, metric, "iter")
+            per_seed.append({x: v - base[run.seed][x] for x, v in values.items() if x in base[run.seed]})
+    xs = sorted({x for s in per_seed for x in s})
+    columns = [[s[x] for s in per_seed if x in s] for x in xs]
+    return xs, [statistics.fmean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
+def draw_delta(groups, baseline):
+    """Val loss minus the baseline's, paired by seed; None with one point."""
+    from matplotlib.figure import Figure
+
+    if len(groups) < 2:
+        return None
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="black", linewidth=1, linestyle="--", label=f"{baseline} (baseline)")
+    for point, runs in groups.items():
+        if point == baseline:
+            continue
+        xs, means, lows, highs = paired_delta(runs, groups[baseline], "val/loss")
+        pairs = len({r.seed for r in runs} & {r.seed for r in groups[baseline]})
+        if not xs:
+            continue
+        (line,) = ax.plot(xs, means, marker="o" if len(xs) <= 40 else None, markersize=3,
+                          label=f"{point} (n={pairs} seeds)")  # fmt: skip
+        if pairs > 1:
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel(X_LABELS["iter"])
+    ax.set_ylabel("val loss minus the baseline's, same seed (nats/token)")
+    ax.set_title("Validation loss against the baseline (paired by seed: mean; shaded: min..max)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 LAYER_PREFIX = "sparsity/"  # gpt2/train.py's evaluate() logs sparsity/<layer> of a pruning run
 
 
@@ -110,8 +155,9 @@ def draw_layer_sparsity(groups):
     return fig
 
 
-def write_plots(groups, out_dir):
-    """Write the plots into `out_dir`; returns their paths."""
+def write_plots(groups, out_dir, baseline):
+    """Write the plots into `out_dir` (`baseline`: the point the others are
+    compared with); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,6 +166,9 @@ def write_plots(groups, out_dir):
         if metric == "train/sparsity" and not prunes(groups):
             continue
         written.append(_save(draw(groups, metric, x_axis, y_label, title), out_dir / f"{stem}.png"))
+    delta = draw_delta(groups, baseline)
+    if delta is not None:
+        written.append(_save(delta, out_dir / "val_loss_delta_vs_iter.png"))
     layers = draw_layer_sparsity(groups)
     if layers is not None:
         written.append(_save(layers, out_dir / "layer_sparsity.png"))
