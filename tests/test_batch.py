@@ -65,6 +65,23 @@ def test_a_total_that_does_not_divide_names_the_nearest_totals_that_do():
     assert (odd.batch_size, odd.micro_steps) == (7, 1)
 
 
+def test_accumulation_steps_beside_a_total_are_refused_not_ignored():
+    with pytest.raises(UsageError) as error:
+        plan_batch(training(32, steps=32, total=491_520), 1024, 8)
+    assert str(error.value) == (
+        "--gradient-accumulation-steps 32 has no effect while --total-batch-tokens 491,520 sets the step (the "
+        "accumulation is derived from it); give one of them: --total-batch-tokens 0 to count accumulation steps"
+    )
+    # In Kconfig the option depends on TOTAL_BATCH_TOKENS = 0: a sweep over a
+    # preset with a total refuses it, and a .config with a total writes none.
+    from lib.kconfig import ConfigError
+    from scripts.experiments.sweep_plan import parse_command_line, point_config
+
+    sweep = parse_command_line("gpt2", "GRADIENT_ACCUMULATION_STEPS=32", "1", "")
+    with pytest.raises(ConfigError, match="GRADIENT_ACCUMULATION_STEPS has no effect .* TOTAL_BATCH_TOKENS = 0"):
+        point_config(sweep, {"GRADIENT_ACCUMULATION_STEPS": "32"})
+
+
 def torchrun(data_dir, input_path, out_dir, *flags, processes=2):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),

@@ -75,6 +75,12 @@ def plan_batch(training, block_size, world_size, batch_size=None):
     limit = batch_size or training.batch_size
     per_step = block_size * world_size  # one sequence on each process
     if training.total_batch_tokens:
+        if training.gradient_accumulation_steps != 1:  # it would be ignored: say so
+            raise UsageError(
+                f"--gradient-accumulation-steps {training.gradient_accumulation_steps} has no effect while "
+                f"--total-batch-tokens {training.total_batch_tokens:,} sets the step (the accumulation is derived "
+                "from it); give one of them: --total-batch-tokens 0 to count accumulation steps"
+            )
         total, flag = training.total_batch_tokens, "--total-batch-tokens"
     else:
         steps = training.gradient_accumulation_steps
