@@ -221,6 +221,20 @@ def test_download_is_checked_against_the_authors_sha256(tmp_path, monkeypatch, c
         hellaswag.locate("", tmp_path)
 
 
+def test_progress_is_a_line_every_interval_and_the_rate_at_the_end(capsys):
+    ticks = iter([0.0, 10.0, 40.0, 50.0, 75.0, 80.0])
+    progress = hellaswag.Progress(400, interval=30, clock=lambda: next(ticks))
+    table = torch.zeros(400, len(hellaswag.METRICS) + 1, dtype=torch.float64)
+    table[:100, hellaswag.METRICS.index("acc_norm_llmc")] = 1
+    for done in (100, 200, 300, 400):  # at 10 s (quiet), 40 s (a line), 50 s (quiet), 75 s (the last item)
+        progress(done, table)
+    progress.finish(400)  # at 80 s
+    assert capsys.readouterr().err.splitlines() == [
+        "hellaswag: 200 / 400 items | 5.0 items/s | ETA 0.7 min | acc_norm_llmc 0.5000 so far",
+        "hellaswag: 400 items in 80.0 s (5.0 items/s)",
+    ]
+
+
 def test_a_local_file_of_another_hash_is_scored_with_a_notice(tmp_path, capsys):
     subset = write_items(tmp_path / "subset.jsonl", fake_items(4))
     assert hellaswag.locate(str(subset), tmp_path / "data") == subset

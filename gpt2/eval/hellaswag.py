@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -240,20 +241,24 @@ def score_item(model, item, block_size, device):
 
 
 @torch.no_grad()
-def score_items(model, items, *, block_size, device, rank=0, world_size=1, autocast=None, all_reduce=None):
+def score_items(model, items, *, block_size, device, rank=0, world_size=1, autocast=None, all_reduce=None,
+                progress=None):
     """Score `items`, rank r taking items r, r + world_size, ...; with
     `all_reduce` (a sum over the ranks) every rank gets the totals.  The
     per-item 0/1 values are integers, so any sharding sums to the same
-    numbers.  Returns {metric: accuracy, "items": n, "cropped": n}."""
+    numbers.  `progress(done, table)` is called after each item (Progress).
+    Returns {metric: accuracy, "items": n, "cropped": n}."""
     model.eval()
     table = torch.zeros(len(items), len(METRICS) + 1, dtype=torch.float64)
-    for index in range(rank, len(items), world_size):
+    for done, index in enumerate(range(rank, len(items), world_size), 1):
         if autocast is not None:
             with autocast():
                 correct, cropped = score_item(model, items[index], block_size, device)
         else:
             correct, cropped = score_item(model, items[index], block_size, device)
         table[index] = torch.tensor([*correct, cropped], dtype=torch.float64)
+        if progress is not None:
+            progress(done, table)
     if all_reduce is not None:
         table = all_reduce(table.to(device)).cpu()
     totals = table.sum(dim=0).tolist()
@@ -263,11 +268,39 @@ def score_items(model, items, *, block_size, device, rank=0, world_size=1, autoc
     return result
 
 
+class Progress:
+    """A line on stderr every `interval` seconds while items are scored (all
+    10,042 take minutes on a GPU, an hour or more on a CPU), and one with
+    the rate at the end."""
+
+    def __init__(self, total, interval=30.0, clock=time.monotonic):
+        self.total, self.interval, self.clock = total, interval, clock
+        self.start = self.last = clock()
+
+    def __call__(self, done, table):
+        now = self.clock()
+        if now - self.last < self.interval or done == self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        so_far = table[:, METRICS.index("acc_norm_llmc")].sum().item() / done
+        print(f"hellaswag: {done:,} / {self.total:,} items | {rate:.1f} items/s | "
+              f"ETA {(self.total - done) / rate / 60:.1f} min | acc_norm_llmc {so_far:.4f} so far",
+              file=sys.stderr, flush=True)
+
+    def finish(self, done):
+        seconds = max(self.clock() - self.start, 1e-9)
+        print(f"hellaswag: {done:,} items in {seconds:.1f} s ({done / seconds:.1f} items/s)", file=sys.stderr)
+
+
 def run(ctx):
     """The task for `make eval`: {metrics}, and a note of the cropped items."""
     path = locate(ctx.args.eval_hellaswag_file, ctx.args.data_dir)
     items = read_items(path, ctx.args.eval_hellaswag_limit)
-    result = score_items(ctx.model, items, block_size=ctx.model.config.block_size, device=ctx.device)
+    progress = Progress(len(items))
+    result = score_items(ctx.model, items, block_size=ctx.model.config.block_size, device=ctx.device,
+                         progress=progress)
+    progress.finish(len(items))
     if result["cropped"]:
         print(f"notice: hellaswag: {result['cropped']} of {len(items)} items had a context longer than "
               f"block_size {ctx.model.config.block_size}: cropped from the left", file=sys.stderr)
