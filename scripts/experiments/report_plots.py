@@ -95,14 +95,15 @@ def draw_delta(groups, baseline):
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
     ax.axhline(0.0, color="black", linewidth=1, linestyle="--", label=f"{baseline} (baseline)")
-    for point, runs in groups.items():
+    for index, (point, runs) in enumerate(groups.items()):
         if point == baseline:
             continue
         xs, means, lows, highs = paired_delta(runs, groups[baseline], "val/loss")
         pairs = len({r.seed for r in runs} & {r.seed for r in groups[baseline]})
         if not xs:
             continue
-        (line,) = ax.plot(xs, means, marker="o" if len(xs) <= 40 else None, markersize=3,
+        # Each point keeps the colour it has in the other plots (Cn: its place among the points).
+        (line,) = ax.plot(xs, means, marker="o" if len(xs) <= 40 else None, markersize=3, color=f"C{index % 10}",
                           label=f"{point} (n={pairs} seeds)")  # fmt: skip
         if pairs > 1:
             ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
