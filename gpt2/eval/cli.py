@@ -77,10 +77,9 @@ def evaluate_checkpoint(args, ckpt, tasks, log=print):
     Returns the metrics."""
     device = pick_device(args.device)
     if device.type == "cpu":
-        # The (4 x tokens x 50,304) logits of each item are freed and taken
-        # again hundreds of times a minute: glibc keeping the memory saves
-        # the page faults (HellaSwag 1.7x faster for the tiny model, 1.1x for
-        # 124M, measured in docs/benchmarks.md); training does the same.
+        # Each item's activations and logits are freed and taken again many
+        # times a second: glibc keeping the memory saves the page faults
+        # (HellaSwag on 124M 1.12x faster, docs/benchmarks.md), as training does.
         keep_freed_memory()
     ckpt = checkpoint_path(ckpt)  # a file, or a tracker artifact reference (docs/tracking.md)
     model, checkpoint = load_model(ckpt, device)

@@ -214,11 +214,14 @@ def ending_logprobs(model, rendered, block_size, device):
         tokens[i, : len(row)] = torch.tensor(row)
         mask[i, : len(m)] = torch.tensor(m, dtype=mask.dtype)
     tokens = tokens.to(device)
-    logits, _ = model(tokens[:, :-1])
-    logprobs = -F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
-    mask = mask[:, 1:].to(device)
-    sums = (logprobs * mask).sum(dim=1).double().cpu()
-    counts = mask.sum(dim=1).double().cpu()
+    # Logits of the ending tokens only: the context's and the padding's
+    # would be (4 x tokens x 50,304) numbers computed to be thrown away.
+    ending = mask[:, 1:].to(device).bool()
+    row_of = torch.arange(len(rows), device=device).unsqueeze(1).expand_as(ending)[ending]
+    logits = model.lm_head(model.hidden(tokens[:, :-1])[ending]).float()
+    logprobs = -F.cross_entropy(logits, tokens[:, 1:][ending], reduction="none")
+    sums = torch.zeros(len(rows), device=device).index_add_(0, row_of, logprobs).double().cpu()
+    counts = ending.sum(dim=1).double().cpu()
     return sums, counts, cropped
 
 

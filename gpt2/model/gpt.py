@@ -231,6 +231,19 @@ class GPT(nn.Module):
         full (the chunked loss: half the peak memory of a small model on
         CPU, at the same speed; same loss and gradients up to float
         rounding)."""
+        x = self.hidden(idx, cache)
+        if targets is not None and self.output_loss is not None:
+            return None, self.output_loss(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def hidden(self, idx, cache=None):
+        """The final LayerNorm's output (batch, time, n_embd): what lm_head
+        turns into logits.  For a caller that needs the logits of a few
+        positions only (HellaSwag scores the ending tokens)."""
         _, time = idx.size()
         start = cache.length if cache is not None else 0
         if start + time > self.config.block_size:
@@ -245,14 +258,7 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, cache.layers[index] if cache is not None else None)
-        x = self.transformer.ln_f(x)
-        if targets is not None and self.output_loss is not None:
-            return None, self.output_loss(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
-        logits = self.lm_head(x)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def num_parameters(self, non_embedding=True):
         """Parameter count.  The position table is left out by default (as in
