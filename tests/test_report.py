@@ -238,6 +238,26 @@ def test_val_perplexity_columns_are_exp_of_each_runs_val_loss(sweep_report, loss
         assert cells[column] == f"{statistics.fmean(perplexities):.2f} ± {statistics.stdev(perplexities):.2f} (n=2)"
 
 
+def test_best_and_final_val_perplexity_are_each_from_their_own_loss(sweep):
+    """These short runs end at their best, so best = final there: here the
+    best losses are made to differ, and each column must follow its own."""
+    import math
+
+    from scripts.experiments.report import group_points, sweep_inputs, table
+
+    runs, _, _ = sweep_inputs(sweep)
+    for i, run in enumerate(runs):
+        run.metrics["best_val_loss"] = run.metrics["final_val_loss"] - 0.1 * (i + 1)
+    groups = group_points(runs)
+    md = table(groups, POINTS[0])
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split(" | ")]
+    for label, cells in table_rows(md).items():
+        for loss in ("best", "final"):
+            values = [math.exp(r.metrics[f"{loss}_val_loss"]) for r in groups[label.removesuffix(" ★ best")]]
+            assert cells[header.index(f"{loss} val perplexity")] == (
+                f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)")
+
+
 def test_layer_sparsity_plot_when_runs_logged_per_layer_sparsity(sweep, tmp_path):
     from scripts.experiments.report import group_points, sweep_inputs
     from scripts.experiments.report_plots import final_layer_sparsity, write_plots
