@@ -84,7 +84,7 @@ export: | $(VENV_STAMP) ## a Hugging Face folder from a checkpoint [CKPT=OUT_DIR
 	@$(PYTHON) -m scripts.export $(if $(wildcard $(KCONFIG_CONFIG)),--config=$(call arg,KCONFIG_CONFIG)) --ckpt=$(call arg,CKPT) $(if $(value OUT),--export-dir=$(call arg,OUT)) $(ARGS)
 
 eval: | $(VENV_STAMP) ## score a checkpoint: HellaSwag, perplexity, lm-evaluation-harness [CKPT=OUT_DIR/best.pt, TASKS=hellaswag,ppl,harness, ARGS=...]
-	@$(PYTHON) -m scripts.eval --config $(KCONFIG_CONFIG) --ckpt '$(CKPT)' --tasks '$(TASKS)' $(ARGS)
+	@$(PYTHON) -m scripts.eval --config $(KCONFIG_CONFIG) --ckpt=$(call arg,CKPT) --tasks=$(call arg,TASKS) $(ARGS)
 
 trackio-show: $(OUTPUTS) | $(VENV_STAMP) ## open the Trackio dashboard of this project [PORT=...]
 	@$(PYTHON) -m scripts.tracking.trackio_show --build-dir $(BUILD) --port=$(call arg,PORT)
@@ -108,7 +108,7 @@ gpu-check: | $(VENV_STAMP) ## on a CUDA machine: matmul, 124M bench, preset run,
 	@$(PYTHON) -m scripts.gpu_check $(ARGS)
 
 wheelhouse: ## wheels + corpus for an air-gapped PyTorch machine -> wheelhouse/ (docs/airgapped.md) [PYTHON_VERSION=3.12, WHEELHOUSE_ONLY="..."]
-	@$(SYSTEM_PYTHON) -m scripts.wheelhouse --python-version '$(or $(PYTHON_VERSION),3.12)' --only '$(WHEELHOUSE_ONLY)'
+	@$(SYSTEM_PYTHON) -m scripts.wheelhouse $(if $(value PYTHON_VERSION),--python-version=$(call arg,PYTHON_VERSION)) --only=$(call arg,WHEELHOUSE_ONLY)
 
 test: | $(VENV_STAMP) ## run the test suite [ARGS="-x -q tests/test_config.py"]
 	@$(PYTHON) -m pytest $(ARGS)

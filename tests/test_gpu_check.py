@@ -180,3 +180,13 @@ def test_deterministic_stops_at_an_operation_without_a_deterministic_kernel_with
     assert captured.err.splitlines()[-1] == (
         "error: --deterministic: put_ has no deterministic kernel on this device, so this run "
         "cannot repeat bit for bit; run without --deterministic (DETERMINISTIC=n)")
+
+
+def test_the_pretrained_check_builds_openais_124m_config():
+    from scripts.checks.pretrained_check import BLOCK, pretrained_config
+
+    config = pretrained_config()
+    assert (config.model, config.init_from, config.block_size, config.dropout, config.bias) == (
+        "gpt2", "gpt2", BLOCK, 0.0, True)
+    shape = config.gpt_config()
+    assert (shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size) == (12, 12, 768, 50257)

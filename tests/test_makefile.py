@@ -95,6 +95,15 @@ def test_report_and_sample_get_their_values_exactly(make, value):
     assert after(argv, "--ckpt") == value
 
 
+@pytest.mark.parametrize("value", NASTY)
+def test_eval_and_wheelhouse_get_their_values_exactly(make, value, tmp_path):
+    (argv,) = make("eval", CKPT=value, TASKS=value + "t")
+    assert [after(argv, "--ckpt"), after(argv, "--tasks")] == [value, value + "t"]
+    stub = tmp_path / "python"  # the fixture's recording python, as the system one here
+    (argv,) = make("wheelhouse", SYSTEM_PYTHON=stub, PYTHON_VERSION=value, WHEELHOUSE_ONLY=value + "w")
+    assert [after(argv, "--python-version"), after(argv, "--only")] == [value, value + "w"]
+
+
 def test_report_runs_is_a_list_of_folders(make):
     (argv,) = make("report", RUNS="out/it's  out/$(b) `c`")
     assert argv[argv.index("--runs") + 1:] == ["out/it's", "out/$(b)", "`c`"]

@@ -6,8 +6,8 @@ of OpenAI's checkpoints on OpenWebText (124M: val loss 3.12).
     python -m scripts.checks.pretrained_check --work-dir /tmp/pretrained-check
     python -m scripts.checks.pretrained_check --dataset finewebedu    # no reference: the loss is reported
 
-`pretrained_check(work, say)` is the step itself (scripts/gpu_check.py
-calls it and puts its dict in gpu-check.json); this main() runs it alone.
+`pretrained_check(work, say)` is the check itself (it returns a dict for a
+report); this main() runs it and prints that dict.
 The corpus is prepared as training would (gpt2/data/prepare.py, the first
 --max-tokens tokens of the stream); its val split is scored in
 --eval-iters batches of 8 x 1,024 tokens, bf16 on CUDA (float32 elsewhere).
@@ -24,15 +24,25 @@ from pathlib import Path
 
 import torch
 
+from gpt2 import cli
 from gpt2.configs import ModelConfig
 from gpt2.data.batches import Batches
 from gpt2.data.prepare import ensure_prepared
 from gpt2.model.pretrained import build_model
 from lib.errors import UserError
+from lib.plugins import from_flags
 
 REFERENCE = {"openwebtext": 3.12}  # nanoGPT README: OpenAI's gpt2 (124M) on OpenWebText
 TOLERANCE = 0.08
 BLOCK = 1024
+
+
+def pretrained_config():
+    """The ModelConfig of OpenAI's 124M, through train.py's own flags (so a
+    field added to ModelConfig later is filled like any run's)."""
+    flags = vars(cli.parse_args(["--model", "gpt2", "--init-from", "gpt2", "--block-size", str(BLOCK),
+                                 "--dropout", "0", "--bias"]))
+    return from_flags(ModelConfig, flags)
 
 
 def pretrained_check(work, say=print, dataset="openwebtext", max_tokens=20_000_000, eval_iters=100,
@@ -44,8 +54,7 @@ def pretrained_check(work, say=print, dataset="openwebtext", max_tokens=20_000_0
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     work = Path(work)
     start = time.perf_counter()
-    config = ModelConfig(model="gpt2", n_layer=12, n_head=12, n_embd=768, block_size=BLOCK, dropout=0.0,
-                         bias=True, init_from="gpt2")
+    config = pretrained_config()
     model = build_model(config, device).eval()
     source = model.init_source
     say(f"pretrained: {source['repo']} ({source['sha256'][:12]}...) loaded in {time.perf_counter() - start:.0f} s")
