@@ -26,10 +26,13 @@ CLEAR = "\r\033[K"  # back to the start of the line, erase it
 
 
 class Progress:
-    """`done` of `total` steps, each producing `batch` items (tokens)."""
+    """`done` of `total` steps, each producing `batch` items (`unit`);
+    `note(done)`, when given, adds its text to each line (a score so far)."""
 
-    def __init__(self, total, *, batch=1, stream, clock=time.perf_counter, label="sampling"):
+    def __init__(self, total, *, batch=1, stream, clock=time.perf_counter, label="sampling", unit="tokens",
+                 note=None):
         self.total, self.batch, self.stream, self.clock, self.label = total, batch, stream, clock, label
+        self.unit, self.note = unit, note
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.start = clock()
         self.shown_at = None  # clock when a line was last written
@@ -55,7 +58,9 @@ class Progress:
     def line(self, done, elapsed):
         rate = done * self.batch / elapsed if elapsed > 0 else 0.0
         left = (self.total - done) * elapsed / done if done else 0.0
-        return f"{self.label}: {done}/{self.total} tokens, {rate:,.0f} tokens/s, {_duration(left)} left"
+        speed = f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"  # 0.84 items/s, not 1
+        line = f"{self.label}: {done}/{self.total} {self.unit}, {speed} {self.unit}/s, {_duration(left)} left"
+        return line + (f", {self.note(done)}" if self.note else "")
 
     def close(self):
         """Clear the in-place line (a terminal), so what follows starts clean."""

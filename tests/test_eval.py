@@ -224,18 +224,22 @@ def test_download_is_checked_against_the_authors_sha256(tmp_path, monkeypatch, c
         hellaswag.locate("", tmp_path)
 
 
-def test_progress_is_a_line_every_interval_and_the_rate_at_the_end(capsys):
-    ticks = iter([0.0, 10.0, 40.0, 50.0, 75.0, 80.0])
-    progress = hellaswag.Progress(400, interval=30, clock=lambda: next(ticks))
-    table = torch.zeros(400, len(hellaswag.METRICS) + 1, dtype=torch.float64)
-    table[:100, hellaswag.METRICS.index("acc_norm_llmc")] = 1
-    for done in (100, 200, 300, 400):  # at 10 s (quiet), 40 s (a line), 50 s (quiet), 75 s (the last item)
-        progress(done, table)
-    progress.finish(400)  # at 80 s
-    assert capsys.readouterr().err.splitlines() == [
-        "hellaswag: 200 / 400 items | 5.0 items/s | ETA 0.7 min | acc_norm_llmc 0.5000 so far",
-        "hellaswag: 400 items in 80.0 s (5.0 items/s)",
-    ]
+def test_make_eval_shows_hellaswag_progress_and_its_rate(trained, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import lib.progress
+
+    # Each clock read a minute after the last: every item is past the delay and the log interval.
+    ticks = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(hellaswag, "Progress", functools.partial(lib.progress.Progress, clock=lambda: float(next(ticks))))
+    jsonl = write_items(tmp_path / "hs.jsonl", fake_items(3))
+    assert cli.main(["--ckpt", str(trained), "--eval-tasks", "hellaswag", "--eval-hellaswag-file", str(jsonl),
+                     "--device", "cpu", "--no-trackers"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hellaswag:")]
+    assert lines[0].startswith("hellaswag: 1/3 items, 0.0167 items/s, 2 min 0 s left, acc_norm_llmc ")
+    assert lines[0].endswith(" so far")
+    assert len(lines) == 4 and lines[2].startswith("hellaswag: 3/3 items") and " left, acc_norm_llmc " in lines[2]
+    assert lines[3].startswith("hellaswag: 3 items in ") and lines[3].endswith(" items/s)")
 
 
 def test_a_local_file_of_another_hash_is_scored_with_a_notice(tmp_path, capsys):

@@ -40,6 +40,7 @@ from gpt2.data.sources import file_sha256
 from gpt2.data.tokenizer import gpt2_encoding
 from lib.atomic import write_bytes_atomically
 from lib.errors import UserError
+from lib.progress import Progress
 
 NAME = "hellaswag"
 DESCRIPTION = "HellaSwag validation (10,042 items): acc, acc_norm (llm.c style), acc/acc_norm (harness style)"
@@ -249,7 +250,7 @@ def score_items(model, items, *, block_size, device, rank=0, world_size=1, autoc
     """Score `items`, rank r taking items r, r + world_size, ...; with
     `all_reduce` (a sum over the ranks) every rank gets the totals.  The
     per-item 0/1 values are integers, so any sharding sums to the same
-    numbers.  `progress(done, table)` is called after each item (Progress).
+    numbers.  `progress(done, table)` is called after each item.
     Returns {metric: accuracy, "items": n, "cropped": n}."""
     model.eval()
     table = torch.zeros(len(items), len(METRICS) + 1, dtype=torch.float64)
@@ -271,39 +272,22 @@ def score_items(model, items, *, block_size, device, rank=0, world_size=1, autoc
     return result
 
 
-class Progress:
-    """A line on stderr every `interval` seconds while items are scored (all
-    10,042 take minutes on a GPU, an hour or more on a CPU), and one with
-    the rate at the end."""
-
-    def __init__(self, total, interval=30.0, clock=time.monotonic):
-        self.total, self.interval, self.clock = total, interval, clock
-        self.start = self.last = clock()
-
-    def __call__(self, done, table):
-        now = self.clock()
-        if now - self.last < self.interval or done == self.total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        so_far = table[:, METRICS.index("acc_norm_llmc")].sum().item() / done
-        print(f"hellaswag: {done:,} / {self.total:,} items | {rate:.1f} items/s | "
-              f"ETA {(self.total - done) / rate / 60:.1f} min | acc_norm_llmc {so_far:.4f} so far",
-              file=sys.stderr, flush=True)
-
-    def finish(self, done):
-        seconds = max(self.clock() - self.start, 1e-9)
-        print(f"hellaswag: {done:,} items in {seconds:.1f} s ({done / seconds:.1f} items/s)", file=sys.stderr)
-
-
 def run(ctx):
     """The task for `make eval`: {metrics}, and a note of the cropped items."""
     path = locate(ctx.args.eval_hellaswag_file, ctx.args.data_dir)
     items = read_items(path, ctx.args.eval_hellaswag_limit)
-    progress = Progress(len(items))
+    start, column = time.perf_counter(), METRICS.index("acc_norm_llmc")
+    progress = Progress(len(items), stream=sys.stderr, label="hellaswag", unit="items")  # lib/progress.py
+
+    def update(done, table):
+        progress.note = lambda n: f"acc_norm_llmc {table[:, column].sum().item() / n:.4f} so far"
+        progress.update(done)
+
     result = score_items(ctx.model, items, block_size=ctx.model.config.block_size, device=ctx.device,
-                         progress=progress)
-    progress.finish(len(items))
+                         progress=update)
+    progress.close()
+    seconds = time.perf_counter() - start
+    print(f"hellaswag: {len(items):,} items in {seconds:.1f} s ({len(items) / seconds:.1f} items/s)", file=sys.stderr)
     if result["cropped"]:
         print(f"notice: hellaswag: {result['cropped']} of {len(items)} items had a context longer than "
               f"block_size {ctx.model.config.block_size}: cropped from the left", file=sys.stderr)
