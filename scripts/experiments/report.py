@@ -191,13 +191,14 @@ def _mean(runs, key):
     return statistics.fmean(values) if values else None
 
 
-def _spread(runs, key):
-    """'mean ± std (n=N)', losses to 4 decimals; std is the sample standard deviation."""
-    values = _values(runs, key)
+def _spread(runs, key, digits=4, transform=None):
+    """'mean ± std (n=N)' of the runs' `key` (after `transform`), losses to
+    4 decimals; std is the sample standard deviation."""
+    values = [transform(v) for v in _values(runs, key)] if transform else _values(runs, key)
     if not values:
         return "n/a"
-    std = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-    return f"{statistics.fmean(values):.4f}{std} (n={len(values)})"
+    std = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.{digits}f}{std} (n={len(values)})"
 
 
 def _fmt(value, pattern):
@@ -207,11 +208,7 @@ def _fmt(value, pattern):
 def perplexity(runs, loss):
     """'mean ± std (n=N)' of exp(`loss`) over the runs (`loss`: best_val_loss
     or final_val_loss; AdamWPrune reports the final one), 2 decimals."""
-    values = [math.exp(min(v, 700.0)) for v in _values(runs, loss)]  # exp overflows past 709
-    if not values:
-        return "n/a"
-    std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.fmean(values):.2f}{std} (n={len(values)})"
+    return _spread(runs, loss, 2, lambda v: math.exp(min(v, 700.0)))  # exp overflows past 709
 
 
 def best_point(groups):

@@ -2,25 +2,21 @@
 or EVAL_AT_END, gpt2/eval/results.py), one column per eval metric any run
 has, mean ± std over the seeds."""
 
-import json
-
-from gpt2.eval.results import results_path
+from gpt2.eval.results import read_results
 from gpt2.run.checkpoint import BEST
 
 COUNTS = ("_items", "_cropped", "_tokens")  # how much was scored, not a score
 
 
 def eval_metrics(out_dir):
-    """The extra metrics of the run in `out_dir` whose metrics.json is `metrics`."""
-    extra = {}
-    try:
-        saved = json.loads(results_path(out_dir / BEST).read_text())["metrics"]
-    except (OSError, ValueError, KeyError, TypeError):
-        saved = {}
-    for key, value in saved.items():
-        if isinstance(value, (int, float)) and not key.endswith(COUNTS):
-            extra[f"eval/{key}"] = value
-    return extra
+    """The eval metrics of the run in `out_dir` (its best.eval.json), as
+    eval/<name>; counts left out."""
+    record = read_results(out_dir / BEST)
+    saved = record.get("metrics") if isinstance(record, dict) else None
+    if not isinstance(saved, dict):
+        return {}
+    return {f"eval/{key}": value for key, value in saved.items()
+            if isinstance(value, (int, float)) and not key.endswith(COUNTS)}
 
 
 def eval_columns(groups):

@@ -42,12 +42,22 @@ def series(run, metric, x_axis):
     return {step * scale: m[metric] for step, m in run.points.items() if m.get(metric) is not None}
 
 
-def aggregate(runs, metric, x_axis):
-    """(xs, means, mins, maxs) over the runs holding a value at each x."""
-    per_run = [series(r, metric, x_axis) for r in runs]
+def colour(groups, point):
+    """The point's colour in every plot: its place among the points (the
+    same whichever points have data for a plot)."""
+    return f"C{list(groups).index(point) % 10}"
+
+
+def _columns(per_run):
+    """(xs, means, mins, maxs) of {x: value} series, over those holding each x."""
     xs = sorted({x for s in per_run for x in s})
     columns = [[s[x] for s in per_run if x in s] for x in xs]
     return xs, [statistics.fmean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
+def aggregate(runs, metric, x_axis):
+    """(xs, means, mins, maxs) over the runs holding a value at each x."""
+    return _columns([series(r, metric, x_axis) for r in runs])
 
 
 def draw(groups, metric, x_axis, y_label, title):
@@ -60,7 +70,8 @@ def draw(groups, metric, x_axis, y_label, title):
         if not xs:
             continue
         marker = "o" if len(xs) <= 40 else None
-        (line,) = ax.plot(xs, means, marker=marker, markersize=3, label=f"{point} (n={len(runs)})")
+        (line,) = ax.plot(xs, means, marker=marker, markersize=3, color=colour(groups, point),
+                          label=f"{point} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel(X_LABELS[x_axis])
@@ -81,9 +92,7 @@ def paired_delta(runs, baseline_runs, metric):
         if run.seed in base:
             values = series(run, metric, "iter")
             per_seed.append({x: v - base[run.seed][x] for x, v in values.items() if x in base[run.seed]})
-    xs = sorted({x for s in per_seed for x in s})
-    columns = [[s[x] for s in per_seed if x in s] for x in xs]
-    return xs, [statistics.fmean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+    return _columns(per_seed)
 
 
 def draw_delta(groups, baseline):
@@ -95,15 +104,14 @@ def draw_delta(groups, baseline):
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
     ax.axhline(0.0, color="black", linewidth=1, linestyle="--", label=f"{baseline} (baseline)")
-    for index, (point, runs) in enumerate(groups.items()):
+    for point, runs in groups.items():
         if point == baseline:
             continue
         xs, means, lows, highs = paired_delta(runs, groups[baseline], "val/loss")
         pairs = len({r.seed for r in runs} & {r.seed for r in groups[baseline]})
         if not xs:
             continue
-        # Each point keeps the colour it has in the other plots (Cn: its place among the points).
-        (line,) = ax.plot(xs, means, marker="o" if len(xs) <= 40 else None, markersize=3, color=f"C{index % 10}",
+        (line,) = ax.plot(xs, means, marker="o" if len(xs) <= 40 else None, markersize=3, color=colour(groups, point),
                           label=f"{point} (n={pairs} seeds)")  # fmt: skip
         if pairs > 1:
             ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -146,7 +154,7 @@ def draw_layer_sparsity(groups):
     width = 0.8 / len(per_point)
     for i, (point, values) in enumerate(per_point.items()):
         xs = [j + (i - (len(per_point) - 1) / 2) * width for j in range(len(layers))]
-        ax.bar(xs, [values.get(layer, 0.0) for layer in layers], width=width, label=point)
+        ax.bar(xs, [values.get(layer, 0.0) for layer in layers], width=width, label=point, color=colour(groups, point))
     ax.set_xticks(range(len(layers)), [layer.removeprefix("transformer.") for layer in layers],
                   rotation=60, ha="right", fontsize="small")  # fmt: skip
     ax.set_ylabel("sparsity (fraction of zero weights)")
