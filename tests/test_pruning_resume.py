@@ -51,14 +51,21 @@ def test_a_run_with_each_variant_resumes_bit_identically(variant, shakespeare_da
     assert sum(per_layer) / len(per_layer) == pytest.approx(0.5, abs=1e-3)
 
 
-def test_resuming_with_another_variant_is_refused(shakespeare_data, shakespeare_path, tmp_path, capsys):
+@pytest.mark.parametrize("variant, more, changed", [
+    ("bitter8", [], "--adamwprune-variant 'bitter7' -> 'bitter8'"),
+    ("bitter7", ["--pruning-method", "magnitude"], "--pruning-method 'state' -> 'magnitude'"),
+    ("bitter7", ["--optimizer", "adamw", "--pruning-method", "magnitude"],
+     "--optimizer 'adamwprune' -> 'adamw', --pruning-method 'state' -> 'magnitude'"),
+])
+def test_resuming_with_another_variant_method_or_optimizer_is_refused(variant, more, changed, shakespeare_data,
+                                                                      shakespeare_path, tmp_path, capsys):
     data = (shakespeare_data, shakespeare_path)
     assert train_main(argv(*data, tmp_path / "run", 2, "bitter7")) == 0
     before = (tmp_path / "run" / "ckpt.pt").read_bytes()
     capsys.readouterr()
-    assert train_main(argv(*data, tmp_path / "run", 4, "bitter8", "--resume")) == 1
+    assert train_main(argv(*data, tmp_path / "run", 4, variant, "--resume", *more)) == 1
     assert capsys.readouterr().err == (
-        "error: --resume: the checkpoint was trained with other settings (--adamwprune-variant 'bitter7' -> "
-        "'bitter8'); resume with the original flags or start a new --out-dir\n"
+        f"error: --resume: the checkpoint was trained with other settings ({changed}); "
+        "resume with the original flags or start a new --out-dir\n"
     )
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before

@@ -50,10 +50,10 @@ REQUIRED_KEYS = (*PARTS, *TRAIN_STATE, "rng", "model_config", "args")
 MODEL_KEYS = ("model", "model_config")
 
 # What must equal the checkpoint's when resuming, because it decides the
-# shape of the saved model, optimizer and pruner state.  (Dropout, learning
-# rates, iteration counts may change.)
+# shape of the saved model.  (Dropout, learning rates, iteration counts may
+# change; the options the optimizer and pruner state depend on are marked
+# fixed_on_resume in their configs, lib/plugins.py.)
 SHAPE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")
-STATE_FLAGS = ("optimizer", "pruning_method")
 
 
 class UnreadableCheckpoint(UserError):
@@ -117,16 +117,16 @@ class Checkpoint:
 
     def check_compatible(self, model_config, settings):
         """Refuse to resume with a model shape (`model_config`: a dict of
-        the configured GPTConfig), an optimizer or pruning method (STATE_FLAGS
-        in `settings`) or a part's fixed_on_resume option (the rest of
-        `settings`, lib/plugins.py) other than the checkpoint's: its state
-        would not fit, or would mean another thing.  An option the
-        checkpoint's run did not have yet is not compared."""
+        the configured GPTConfig) or a fixed_on_resume option (`settings`:
+        the optimizer, the pruning method, AdamWPrune's score; lib/plugins.py)
+        other than the checkpoint's: its state would not fit, or would mean
+        another thing.  An option the checkpoint's run did not have yet is
+        not compared."""
         saved = self._state["model_config"]
         changed = [f"{name} {saved[name]!r} -> {model_config[name]!r}" for name in SHAPE_FIELDS
                    if saved[name] != model_config[name]]
         changed += [f"--{name.replace('_', '-')} {self.args[name]!r} -> {value!r}" for name, value in settings.items()
-                    if (name in STATE_FLAGS or name in self.args) and self.args[name] != value]
+                    if name in self.args and self.args[name] != value]
         if changed:
             raise UsageError(
                 f"{self.flag}: the checkpoint was trained with other settings ("

@@ -197,9 +197,8 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     config = cfg.model.gpt_config()
     plan, batch_record = batch_plan(cfg, precision, dist, device, log)
     if checkpoint:
-        checkpoint.check_compatible(asdict(config), {"optimizer": cfg.optimizer.optimizer,
-                                                   "pruning_method": cfg.pruning.pruning_method,
-                                                   **fixed_on_resume(cfg.optimizer_own)})
+        fixed = {**fixed_on_resume(cfg.optimizer), **fixed_on_resume(cfg.optimizer_own), **fixed_on_resume(cfg.pruning)}
+        checkpoint.check_compatible(asdict(config), fixed)
     data_dir = prepared_data_dir(cfg.data, dist, log)
     batches = Batches(
         data_dir,

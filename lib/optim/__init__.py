@@ -43,7 +43,7 @@ Every error is a ValueError with a one-line message.
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lib.optim._groups import param_groups
 from lib.optim.adamwadv import AdamWAdv
@@ -88,9 +88,11 @@ def optimizer_config(name, flags):
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """The settings every optimizer takes; fields named after their flags."""
+    """The settings every optimizer takes; fields named after their flags.
+    A resumed run keeps its optimizer (lib/plugins.fixed_on_resume): the
+    saved state is that optimizer's."""
 
-    optimizer: str
+    optimizer: str = field(metadata={"fixed_on_resume": True})
     learning_rate: float
     weight_decay: float
     beta1: float

@@ -52,7 +52,7 @@ Every error is a ValueError with a one-line message.
 """
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lib.plugins import from_flags, module_names, part_module
@@ -100,9 +100,10 @@ def pruner_class(name):
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """The pruning options; fields named after their flags."""
+    """The pruning options; fields named after their flags.  A resumed run
+    keeps its method (lib/plugins.fixed_on_resume): the saved state is its."""
 
-    pruning_method: str
+    pruning_method: str = field(metadata={"fixed_on_resume": True})
     target_sparsity: float
     pruning_warmup: int
     pruning_ramp_iters: int
