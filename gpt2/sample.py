@@ -36,10 +36,10 @@ from gpt2.errors import UsageError
 from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
 from gpt2.run.checkpoint import BEST, load_model
 from gpt2.run.checkpoint_source import checkpoint_path
+from gpt2.run.precision import pick_device
 from lib.progress import Progress
 
 SEPARATOR = "-" * 40
-CPU_FALLBACK = "notice: --device {device}: CUDA is not available here; sampling on the CPU"
 
 
 def _own_flags(parser):
@@ -67,22 +67,6 @@ def parse_args(argv):
     return TOOL.parse_args(argv)
 
 
-def pick_device(name):
-    """The torch device of --device; cuda without CUDA falls back to the CPU
-    (as for training, gpt2/Kconfig DEVICE) with one notice.  "auto" is cuda
-    when there is one (earlier versions' default)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(CPU_FALLBACK.format(device=name), file=sys.stderr, flush=True)
-        return torch.device("cpu")
-    return device
-
-
 def read_prompt(prompt):
     """--prompt's text: the text itself, or FILE:path's UTF-8 text."""
     try:
@@ -100,7 +84,7 @@ def main(argv=None):
     Progress goes to stderr while a long generation runs (lib/progress.py)."""
     try:
         args = parse_args(argv)
-        device = pick_device(args.device)
+        device = pick_device(args.device, "sampling")
         # A file, or a tracker artifact reference (trackio:P/checkpoint-R:best, docs/tracking.md).
         ckpt = checkpoint_path(args.ckpt or str(Path(args.out_dir) / BEST))
         model, checkpoint = load_model(ckpt)

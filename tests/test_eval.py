@@ -194,6 +194,12 @@ def test_bad_input_is_one_error_line(trained, tmp_path, capsys, monkeypatch, fla
     assert (results_path(trained).read_text() if results_path(trained).exists() else None) == before
 
 
+def test_a_device_torch_cannot_read_is_one_error_line(trained, capsys):
+    assert cli.main(["--ckpt", str(trained), "--eval-tasks", "ppl", "--device", "bogus", "--no-trackers"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --device bogus: not a device; use cpu, cuda, cuda:N or auto")
+
+
 def test_download_is_checked_against_the_authors_sha256(tmp_path, monkeypatch, capsys):
     body = "".join(json.dumps(item) + "\n" for item in fake_items(3)).encode()
 

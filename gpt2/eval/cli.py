@@ -30,6 +30,7 @@ from gpt2.model.gpt import GPT
 from gpt2.run.checkpoint import BEST, Checkpoint
 from gpt2.run.checkpoint import load_model as load_checkpoint_model
 from gpt2.run.checkpoint_source import checkpoint_path
+from gpt2.run.precision import pick_device
 from lib.errors import UserError
 
 
@@ -66,16 +67,10 @@ def load_model(path, device):
     return model.to(device), checkpoint
 
 
-def pick_device(name):
-    if name == "auto" or (name.startswith("cuda") and not torch.cuda.is_available()):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate_checkpoint(args, ckpt, tasks, log=print):
     """Run `tasks` on the checkpoint `ckpt`; write and log the results.
     Returns the metrics."""
-    device = pick_device(args.device)
+    device = pick_device(args.device, "evaluating")
     if device.type == "cpu":
         # Each item's activations and logits are freed and taken again many
         # times a second: glibc keeping the memory saves the page faults

@@ -10,6 +10,7 @@ involved and how to fix them.
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ CPU_FALLBACK_NOTICE = (
     "notice: CUDA is not available; running on CPU in float32 without torch.compile "
     "(set DEVICE=cpu / --device cpu to silence)"
 )
+TOOL_CPU_FALLBACK = "notice: --device {device}: CUDA is not available here; {doing} on the CPU"
 # bfloat16 in hardware: compute capability 8.0 (Ampere) and newer.
 NATIVE_BF16 = (8, 0)
 BF16_FALLBACK_NOTICE = (
@@ -117,3 +119,20 @@ def cpp_compiler():
         except (OSError, subprocess.SubprocessError):
             continue
     return None
+
+
+def pick_device(name, doing):
+    """The torch device of a tool's --device (make sample, make eval; `doing`:
+    "sampling"...): cuda without CUDA falls back to the CPU (as training
+    does, gpt2/Kconfig DEVICE) with one notice; "auto" is cuda when there is
+    one; anything else torch cannot read is one UsageError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(TOOL_CPU_FALLBACK.format(device=name, doing=doing), file=sys.stderr, flush=True)
+        return torch.device("cpu")
+    return device
