@@ -37,10 +37,13 @@ def layer_name(weight_name):
 
 def layer_sparsity(pruner):
     """{"sparsity/<layer>": fraction of exact zeros} of the pruner's weights
-    ({} for dense training); one host sync per tensor, at evals only."""
+    ({} for dense training); one host sync for all of them, at evals only."""
+    if not pruner.weights:
+        return {}
+    counts = torch.stack([torch.count_nonzero(w) for w in pruner.weights.values()]).tolist()
     return {
-        f"sparsity/{layer_name(name)}": 1.0 - int(torch.count_nonzero(w)) / w.numel()
-        for name, w in pruner.weights.items()
+        f"sparsity/{layer_name(name)}": 1.0 - count / w.numel()
+        for (name, w), count in zip(pruner.weights.items(), counts)
     }
 
 
