@@ -13,10 +13,6 @@ class UnknownTask(UserError):
     pass
 
 
-def task_names():
-    return list(TASK_MODULES)
-
-
 def task_module(name):
     if name not in TASK_MODULES:
         raise UnknownTask(f"unknown eval task {name!r}; the known ones are {', '.join(TASK_MODULES)}")

@@ -89,7 +89,7 @@ def evaluate_checkpoint(args, ckpt, tasks, log=print):
     print_table(metrics)
     if "harness_table" in ctx.extra:
         print(ctx.extra["harness_table"], flush=True)
-    if getattr(args, "trackers", True):
+    if args.trackers:
         names = log_to_trackers(checkpoint, metrics)
         if names:
             log(f"eval results logged to the run's {', '.join(names)}", file=sys.stderr)

@@ -46,7 +46,6 @@ NAME = "hellaswag"
 DESCRIPTION = "HellaSwag validation (10,042 items): acc, acc_norm (llm.c style), acc/acc_norm (harness style)"
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 FILE_NAME = "hellaswag_val.jsonl"
-ITEMS = 10042
 # The authors' file as published: its size and sha256 as TensorFlow
 # Datasets records them for this URL (tensorflow_datasets/url_checksums/
 # hellaswag.txt).  Another file is refused as a download and as the cache,
@@ -90,7 +89,7 @@ def download(target, url=URL, timeout=60):
     return target
 
 
-def locate(local_file="", data_dir="data", allow_download=True):
+def locate(local_file="", data_dir="data"):
     """The HellaSwag file to read: `local_file` when given, else the cache
     under `data_dir`, downloaded once."""
     if local_file:
@@ -109,9 +108,6 @@ def locate(local_file="", data_dir="data", allow_download=True):
                                  "damaged; delete it to download it again, or name a file of your own with "
                                  "--eval-hellaswag-file")
         return path
-    if not allow_download:
-        raise HellaSwagError(f"HellaSwag is not cached at {path}; run `make eval TASKS=hellaswag` once with "
-                             "internet, or give a local file with --eval-hellaswag-file")
     return download(path)
 
 

@@ -4,7 +4,6 @@ later are merged in), a console table, and the checkpoint's own tracker run
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from lib.atomic import write_text_atomically
@@ -46,7 +45,7 @@ def table_text(metrics):
     return "\n".join(lines)
 
 
-def log_to_trackers(checkpoint, metrics, step=None):
+def log_to_trackers(checkpoint, metrics):
     """The metrics into the tracker run that wrote `checkpoint` (the same
     project, run and ids: its saved resume state).  Returns the backends'
     names; none when the run was untracked."""
@@ -61,7 +60,7 @@ def log_to_trackers(checkpoint, metrics, step=None):
                              resume_state=saved)
     try:
         # After the run's last point: W&B's history only takes steps past it.
-        at = step if step is not None else max(checkpoint.iter_num or 0, saved.get("last_step") or 0) + 1
+        at = max(checkpoint.iter_num or 0, saved.get("last_step") or 0) + 1
         finite = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         trackers.log(finite, step=at)
         trackers.summary(finite)
@@ -71,5 +70,5 @@ def log_to_trackers(checkpoint, metrics, step=None):
         trackers.finish()
 
 
-def print_table(metrics, stream=None):
-    print(table_text(metrics), file=stream or sys.stdout, flush=True)
+def print_table(metrics):
+    print(table_text(metrics), flush=True)

@@ -176,9 +176,9 @@ def to_hf(model):
     return out
 
 
-def hf_config(config, dropout=None):
+def hf_config(config):
     """config.json of a GPT2LMHeadModel with gpt2lab's GPTConfig `config`."""
-    p = config.dropout if dropout is None else dropout
+    p = config.dropout
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
