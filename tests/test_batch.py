@@ -229,3 +229,14 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(dropout):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_finished_runs_tokens_per_step_come_from_its_recorded_flags():
+    from gpt2.run.batch_size import recorded_tokens_per_iter
+
+    # The 124M preset: a total; its batch size and accumulation steps do not count.
+    assert recorded_tokens_per_iter({"total_batch_tokens": 491_520, "batch_size": 12, "block_size": 1024,
+                                     "gradient_accumulation_steps": 1}) == 491_520
+    assert recorded_tokens_per_iter({"total_batch_tokens": 0, "batch_size": 4, "block_size": 32,
+                                     "gradient_accumulation_steps": 3}) == 384
+    assert recorded_tokens_per_iter({"batch_size": 4}) is None

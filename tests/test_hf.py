@@ -218,9 +218,11 @@ def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits_tokens
 def test_a_pruned_run_exports_its_zeros_and_its_padded_rows_are_dropped(run, tmp_path):
     code, out_dir, err = run("--max-iters", "8", "--eval-interval", "8", "--pruning-method", "magnitude",
                              "--target-sparsity", "0.5", "--pruning-warmup", "2", "--pruning-ramp-iters", "4",
-                             "--pruning-interval", "1")  # fmt: skip
+                             "--pruning-interval", "1", "--total-batch-tokens", "256")  # fmt: skip
     assert code == 0, err
     assert export_main(["--ckpt", str(out_dir / LATEST), "--export-dir", str(tmp_path / "pruned")]) == 0
+    # 8 steps of the total's 256 tokens (not batch 4 x block 32: the accumulation comes from the total)
+    assert "| Steps | 8 (2,048 tokens) |" in (tmp_path / "pruned" / "README.md").read_text()
     ours, _ = export_module.load_checkpoint_model(out_dir / LATEST)
     assert ours.lm_head.weight.shape[0] == PADDED_VOCAB_SIZE  # trained from scratch: padded
     tensors = load_file(tmp_path / "pruned" / "model.safetensors")

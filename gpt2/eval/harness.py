@@ -49,7 +49,7 @@ def run(ctx):
     if not tasks:
         raise HarnessError("--eval-harness-tasks is empty; name lm-evaluation-harness tasks, e.g. hellaswag")
     with tempfile.TemporaryDirectory(prefix="gpt2lab-eval-") as tmp:
-        folder, _ = export(ctx.checkpoint_path, f"{tmp}/model")
+        folder, _ = export(ctx.checkpoint_path, f"{tmp}/model", loaded=(ctx.model, ctx.checkpoint))
         out = evaluate_folder(folder, tasks, ctx.args.eval_harness_limit, ctx.device)
     metrics = {}
     for task, values in out["results"].items():

@@ -25,6 +25,7 @@ import torch
 
 from gpt2.data.tokenizer import N_VOCAB, hf_tokenizer_files
 from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, hf_config, require_safetensors, to_hf
+from gpt2.run.batch_size import recorded_tokens_per_iter
 from gpt2.run.checkpoint import load_model
 from lib.atomic import atomic_folder, remove_stale_folders
 from lib.errors import UserError
@@ -42,10 +43,14 @@ class ExportError(UserError):
 def load_checkpoint_model(path):
     """(GPT, Checkpoint) of a gpt2lab checkpoint, on the CPU, with finite weights."""
     model, checkpoint = load_model(path)
+    require_finite(model, path)
+    return model, checkpoint
+
+
+def require_finite(model, path):
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise ExportError(f"{path}: {bad[0]} holds inf or NaN; the checkpoint is damaged or the run diverged")
-    return model, checkpoint
 
 
 def check_out_folder(out, overwrite):
@@ -90,9 +95,8 @@ def model_card(model, tensors, checkpoint, ckpt_path, name):
     total = sum(w.numel() for w in weights.values())
     params = sum(t.numel() for t in tensors.values())
     start = args.get("init_from") or "random initialization"
-    tokens = None
-    if all(isinstance(args.get(k), int) for k in ("batch_size", "gradient_accumulation_steps")):
-        tokens = (checkpoint.iter_num or 0) * args["batch_size"] * config.block_size * args["gradient_accumulation_steps"]
+    per_iter = recorded_tokens_per_iter({"block_size": config.block_size, **args})
+    tokens = (checkpoint.iter_num or 0) * per_iter if per_iter else None
     dataset = args.get("dataset", "-") + (f" (from {Path(args['data_input']).name})" if args.get("data_input") else "")
     rows = [
         ("Shape", f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
@@ -149,9 +153,11 @@ def write_json(path, value):
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
-def export(ckpt, out, overwrite=False, log=print):
+def export(ckpt, out, overwrite=False, log=print, loaded=None):
     """Write the Hugging Face folder `out` from the checkpoint `ckpt`;
-    returns (out, bytes written)."""
+    returns (out, bytes written).  `loaded`: the (GPT, Checkpoint) of `ckpt`
+    when the caller holds them already (make eval's harness task), so the
+    file is not read twice."""
     try:
         require_safetensors()
     except FormatError as exc:
@@ -160,7 +166,11 @@ def export(ckpt, out, overwrite=False, log=print):
 
     out = Path(out)
     check_out_folder(out, overwrite)
-    model, checkpoint = load_checkpoint_model(ckpt)
+    if loaded:
+        model, checkpoint = loaded
+        require_finite(model, ckpt)
+    else:
+        model, checkpoint = load_checkpoint_model(ckpt)
     tokenizer_files = hf_tokenizer_files()
     tensors = to_hf(model)
     remove_stale_folders(out)  # what an export killed earlier left beside it

@@ -104,3 +104,16 @@ def plan_batch(training, block_size, world_size, batch_size=None):
     sequences = total // per_step
     micro_batch = largest_divisor_at_most(sequences, limit)
     return BatchPlan(micro_batch, sequences // micro_batch, block_size, world_size)
+
+
+def recorded_tokens_per_iter(flags):
+    """Tokens per optimizer step of a finished run, from its recorded flags
+    (a checkpoint's args, a journal's config): TOTAL_BATCH_TOKENS when set,
+    else BATCH_SIZE x BLOCK_SIZE x GRADIENT_ACCUMULATION_STEPS; None when
+    the flags lack them.  (A BATCH_SIZE_AUTO run's probed micro-batch is not
+    in its flags; with a total, as the presets have, it does not matter.)"""
+    total = flags.get("total_batch_tokens")
+    if isinstance(total, int) and total > 0:
+        return total
+    sizes = [flags.get(k) for k in ("batch_size", "block_size", "gradient_accumulation_steps")]
+    return sizes[0] * sizes[1] * sizes[2] if all(isinstance(n, int) for n in sizes) else None

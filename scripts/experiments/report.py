@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2.run.batch_size import recorded_tokens_per_iter
 from lib.atomic import write_text_atomically
 from lib.trackers.journal import journal_path, journaled_points, read_journal
 from lib.errors import UserError
@@ -62,12 +63,8 @@ class Run:
 
     @property
     def tokens_per_iter(self):
-        """Tokens per iteration (None for a journal without these settings):
-        TOTAL_BATCH_TOKENS when the run set it (gpt2/run/batch_size.py)."""
-        if isinstance(self.config.get("total_batch_tokens"), int) and self.config["total_batch_tokens"] > 0:
-            return self.config["total_batch_tokens"]
-        sizes = [self.config.get(k) for k in ("batch_size", "block_size", "gradient_accumulation_steps")]
-        return math.prod(sizes) if all(isinstance(n, int) for n in sizes) else None
+        """Tokens per iteration (None for a journal without these settings)."""
+        return recorded_tokens_per_iter(self.config)
 
 
 # ----------------------------------------------------------------------------
