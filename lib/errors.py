@@ -29,6 +29,13 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+def first_line(exc):
+    """The first line of an exception's message, or its type's name when it
+    has none: a third-party error, shown in one line of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def report(error, prefix="error"):
     """Print `error` as the one line a user sees, on stderr."""
     print(f"{prefix}: {one_line(error)}", file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from lib.atomic import write_bytes_atomically
-from lib.errors import UserError
+from lib.errors import UserError, first_line
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # The file is 1.1 MB; a connection that cannot deliver it in this time is
@@ -286,7 +286,7 @@ def _hub_texts(spec):
     except KeyError:
         raise DataError(f'{spec.describe()} has no "{spec.field}" field') from None
     except Exception as exc:  # network, offline mode, auth, renamed dataset: all fixed by the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         message = f"cannot stream {spec.describe()} ({reason}); check the network or {INPUT_HINT}"
         raise DataError(message) from None
 

@@ -28,7 +28,7 @@ from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, hf_conf
 from gpt2.run.batch_size import recorded_tokens_per_iter
 from gpt2.run.checkpoint import load_model
 from lib.atomic import atomic_folder, remove_stale_folders
-from lib.errors import UserError
+from lib.errors import UserError, first_line
 from lib.pruning import prunable_weights, sparsity
 
 EOT = N_VOCAB - 1
@@ -201,7 +201,7 @@ def push_to_hub(folder, repo, log=print):
         info = api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="model",
                                  commit_message="gpt2lab export")
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ExportError(f"--export-hub-repo {repo}: upload failed ({reason[:200]}); check the network and "
                           "your token (`hf auth login`); the export itself is in " + str(folder)) from None
     log(f"uploaded {folder}/ to https://huggingface.co/{repo} ({getattr(info, 'commit_url', '')})")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gpt2.data.tokenizer import N_VOCAB
-from lib.errors import UserError
+from lib.errors import UserError, first_line
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -117,7 +117,7 @@ def read_hf_tensors(path, shape):
                     continue
                 tensors[name] = f.get_tensor(key)
     except (OSError, SafetensorError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise FormatError(f"{path}: not a readable safetensors file ({reason[:200]})") from None
     problems = [f"missing {_list(sorted(set(expected) - set(tensors)))}" if set(expected) - set(tensors) else "",
                 f"unexpected {_list(sorted(set(tensors) - set(expected)))}" if set(tensors) - set(expected) else ""]

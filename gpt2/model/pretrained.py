@@ -19,7 +19,7 @@ from pathlib import Path
 from gpt2.model.gpt import GPT, MODEL_SIZES
 from gpt2.model.hf_format import CONFIG_FILE, WEIGHTS_FILE, FormatError, read_hf_config, read_hf_tensors, to_gpt2lab
 from gpt2.data.sources import file_sha256
-from lib.errors import UserError
+from lib.errors import UserError, first_line
 
 HUB_ORG = "openai-community"
 
@@ -53,7 +53,7 @@ def download(name):
             "HF_HOME), or give --init-from a local folder holding those two files"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise PretrainedError(f"--init-from {name}: cannot download {repo} ({reason[:200]})") from None
 
 

@@ -36,7 +36,7 @@ import torch
 from gpt2.errors import UsageError
 from gpt2.model.gpt import GPT, GPTConfig
 from lib.atomic import atomic_open, publish_as, remove_stale_temporaries
-from lib.errors import UserError
+from lib.errors import UserError, first_line
 
 LATEST = "ckpt.pt"  # written at every evaluation (and every CKPT_INTERVAL steps)
 BEST = "best.pt"  # the checkpoint with the lowest validation loss so far
@@ -227,7 +227,7 @@ def load_model(path):
         model = GPT(GPTConfig(**checkpoint.model_config))
         model.load_state_dict(checkpoint.model_state)
     except (TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UsageError(f"{path}: its weights do not fit its model config ({reason[:200]}); "
                          "the checkpoint is damaged") from None
     return model.eval(), checkpoint

@@ -42,7 +42,7 @@ from lib.optim._prune_scores import SCORES
 class AdamWPrune(torch.optim.AdamW):
     """torch.optim.AdamW plus keep-masks that pin pruned weights to zero."""
 
-    def __init__(self, params, variant="fisher", **kwargs):
+    def __init__(self, params, *, variant, **kwargs):
         super().__init__(params, **kwargs)
         self.variant = variant
         self.score = SCORES[variant]

