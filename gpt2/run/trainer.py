@@ -166,12 +166,14 @@ class Trainer:
         interval = self.cfg.training.ckpt_interval
         return interval > 0 and self.state.iter_num % interval == 0
 
-    def save_step(self, loss):
-        """A CKPT_INTERVAL checkpoint between evaluations (a collective)."""
+    def save_between_evals(self, loss, why):
+        """Checkpoint at this step without evaluating: a CKPT_INTERVAL step
+        checkpoint, or a stop on a signal (the grace period is short); never
+        a diverged model (`loss`: this step's).  A collective."""
         self.check_finite([loss.item()], "the training loss")
         self.save(is_best=False)
         if self.dist.is_main:
-            self.log(f"checkpoint {self.state.iter_num} | step checkpoint")
+            self.log(f"checkpoint {self.state.iter_num} | {why}")
 
     def evaluate(self):
         """Estimate losses (every rank its share), then checkpoint (rank 0)
@@ -200,14 +202,6 @@ class Trainer:
             self.sampler.log(self, text, self.sampler.last_seconds)
         return losses
 
-    def save_at_stop(self, loss, signum):
-        """Checkpoint at this step without evaluating (a stop on a signal
-        between evaluations: the grace period is short), never a diverged
-        model (`loss`: this step's).  A collective."""
-        self.check_finite([loss.item()], "the training loss")
-        self.save(is_best=False)
-        if self.dist.is_main:
-            self.log(f"checkpoint {self.state.iter_num} | written on {signal_name(signum)}")
 
     # ------------------------------------------------------------------
     # The loop
@@ -309,12 +303,13 @@ class Trainer:
             if reason not in (None, "time"):
                 stopped_by = reason
             if stopped_by and state.iter_num % training.eval_interval:
-                self.save_at_stop(loss, stopped_by)  # no evaluation: the resumed run goes on as if never stopped
+                # No evaluation: the resumed run goes on as if never stopped.
+                self.save_between_evals(loss, f"written on {signal_name(stopped_by)}")
             elif done or state.iter_num % training.eval_interval == 0:
                 losses = self.evaluate()
                 interval_start, interval_iters = time.time(), 0
             elif self.step_checkpoint_due():
-                self.save_step(loss)
+                self.save_between_evals(loss, "step checkpoint")
         state.training_time = base_time + time.time() - session_start
         return losses, stopped_by
 
