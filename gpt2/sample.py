@@ -27,15 +27,14 @@ if __name__ == "__main__" and not __package__:
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from gpt2.cli import Tool
 from gpt2.errors import UsageError
 from gpt2.model.generate import encode_prompt, prompt_text, sample_texts
-from gpt2.run.checkpoint import BEST, load_model
-from gpt2.run.checkpoint_source import checkpoint_path
+from gpt2.run.checkpoint import load_model
+from gpt2.run.checkpoint_source import chosen_checkpoint
 from gpt2.run.precision import pick_device
 from lib.progress import Progress
 
@@ -86,7 +85,7 @@ def main(argv=None):
         args = parse_args(argv)
         device = pick_device(args.device, "sampling")
         # A file, or a tracker artifact reference (trackio:P/checkpoint-R:best, docs/tracking.md).
-        ckpt = checkpoint_path(args.ckpt or str(Path(args.out_dir) / BEST))
+        ckpt = chosen_checkpoint(args.ckpt, args.out_dir)
         model, checkpoint = load_model(ckpt)
         model, iter_num = model.to(device), checkpoint.iter_num
         prompt = read_prompt(args.sample_prompt)

@@ -40,7 +40,6 @@ def build_parser(kconf=None):
 def parse_args(argv):
     """Flags over the defaults of --config's .config (when given) over Kconfig's."""
     args = TOOL.parse_args(argv)
-    args.ckpt = args.ckpt or f"{args.out_dir}/best.pt"
     if not args.export_dir:
         raise UserError("--export-dir is empty; name the folder to write (OUT=export/ or EXPORT_DIR in .config)")
     return args
@@ -50,9 +49,10 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         from gpt2.model.export import export, push_to_hub
+        from gpt2.run.checkpoint_source import chosen_checkpoint
 
         start = time.perf_counter()
-        folder, _ = export(args.ckpt, args.export_dir, overwrite=args.overwrite)
+        folder, _ = export(chosen_checkpoint(args.ckpt, args.out_dir), args.export_dir, overwrite=args.overwrite)
         print(f"export took {time.perf_counter() - start:.1f} s", file=sys.stderr)
         if args.export_hub_repo:
             push_to_hub(folder, args.export_hub_repo)

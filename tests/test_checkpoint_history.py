@@ -157,6 +157,11 @@ def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(a
     assert sample_main(["--ckpt", "wandb:P/checkpoint-R:best", "--device", "cpu", "--num-samples", "1",
                         "--max-new-tokens", "3"]) == 0
     assert re.search(r"tokens from \S+ \(iter [24]\)", capsys.readouterr().err)
+    # ... and `make export` (scripts/export.py --ckpt).
+    from scripts.export import main as export_main
+
+    assert export_main(["--ckpt", "wandb:P/checkpoint-R:latest", "--export-dir", str(root / "export")]) == 0
+    assert "| Steps | 4" in (root / "export" / "README.md").read_text()
     db = sqlite3.connect(root / "trackio" / "P.db")
     rows = db.execute("SELECT a.name, v.version, v.manifest FROM artifacts a JOIN artifact_versions v "
                       "ON v.artifact_id = a.id ORDER BY v.version").fetchall()

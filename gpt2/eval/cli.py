@@ -27,9 +27,9 @@ from gpt2.cpu.allocator import keep_freed_memory
 from gpt2.eval import parse_tasks, task_module
 from gpt2.eval.results import log_to_trackers, print_table, write_results
 from gpt2.model.gpt import GPT
-from gpt2.run.checkpoint import BEST, Checkpoint
+from gpt2.run.checkpoint import Checkpoint
 from gpt2.run.checkpoint import load_model as load_checkpoint_model
-from gpt2.run.checkpoint_source import checkpoint_path
+from gpt2.run.checkpoint_source import chosen_checkpoint
 from gpt2.run.precision import pick_device
 from lib.errors import UserError
 
@@ -76,7 +76,6 @@ def evaluate_checkpoint(args, ckpt, tasks, log=print):
         # times a second: glibc keeping the memory saves the page faults
         # (HellaSwag on 124M 1.12x faster, docs/benchmarks.md), as training does.
         keep_freed_memory()
-    ckpt = checkpoint_path(ckpt)  # a file, or a tracker artifact reference (docs/tracking.md)
     model, checkpoint = load_model(ckpt, device)
     ctx = Context(args, model, device, Path(ckpt), checkpoint)
     metrics = {}
@@ -101,7 +100,7 @@ def main(argv=None):
     try:
         args = TOOL.parse_args(argv)
         tasks = parse_tasks(args.eval_tasks)
-        ckpt = args.ckpt or str(Path(args.out_dir) / BEST)
+        ckpt = chosen_checkpoint(args.ckpt, args.out_dir)  # a file or a tracker artifact (docs/tracking.md)
         evaluate_checkpoint(args, ckpt, tasks)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -1,11 +1,14 @@
 """Where a checkpoint comes from: a file, or a tracker artifact
 (LOG_CHECKPOINTS, lib/trackers/artifacts.py) named by a reference
 such as wandb:entity/project/checkpoints-R:best or trackio:P/checkpoints-R:latest.
---resume-from, `make sample` (--ckpt), `make reproduce` and eval take either.
+--resume-from, `make sample`, `make eval`, `make export` (--ckpt) and
+`make reproduce` take either.
 """
 
+from pathlib import Path
+
 from gpt2.errors import UsageError
-from gpt2.run.checkpoint import load_chosen_checkpoint
+from gpt2.run.checkpoint import BEST, load_chosen_checkpoint
 from lib.trackers.artifacts import ArtifactError, is_artifact_reference, resolve_artifact
 
 
@@ -19,6 +22,12 @@ def checkpoint_path(reference, flag="--ckpt"):
         return resolve_artifact(str(reference))
     except ArtifactError as error:
         raise UsageError(f"{flag} {reference}: {error}") from None
+
+
+def chosen_checkpoint(ckpt, out_dir):
+    """The checkpoint file a tool's --ckpt names (make sample, eval,
+    export): the file or artifact given, else OUT_DIR's best.pt."""
+    return checkpoint_path(ckpt or str(Path(out_dir) / BEST))
 
 
 def resolve_resume_from(reference, log):
