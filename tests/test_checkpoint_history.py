@@ -172,6 +172,16 @@ def test_the_wandb_offline_run_and_trackios_store_hold_the_checkpoint_artifact(a
     assert aliases["latest"] == 1 and aliases["best"] in (0, 1)
 
 
+def test_a_damaged_wandb_file_is_one_error_line_naming_it(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "wandb" / "offline-run-20261202_010203-abc"
+    run.mkdir(parents=True)
+    (run / "run-abc.wandb").write_bytes(b"not a W&B file at all")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    assert sample_main(["--ckpt", "wandb:P/checkpoint-R:latest", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --ckpt wandb:P/checkpoint-R:latest: ") and "run-abc.wandb" in err[0]
+
+
 def test_resuming_from_an_artifact_gives_the_same_losses(artifacts, shakespeare_data, shakespeare_path, tmp_path):
     root, env, original = artifacts
     command = tracked_command(shakespeare_data, shakespeare_path, tmp_path / "again", "--tracker-run-name", "R2",

@@ -77,25 +77,19 @@ def offline_artifacts(wandb_dir, project, name):
     """[(aliases, {path: (local_path, md5 base64)})] of every version of
     artifact `name` logged by the offline runs of `project` under
     `wandb_dir`, oldest first."""
-    from wandb.proto import wandb_internal_pb2
-
-    from lib.trackers.wandb_records import iter_records, offline_run_folders
+    from lib.trackers.wandb_records import offline_run_folders, read_offline_run
 
     found = []
     for folder in offline_run_folders(wandb_dir):
         for run_file in sorted(Path(folder).glob("run-*.wandb")):
-            versions, run_project = [], None
-            for payload in iter_records(run_file):
-                record = wandb_internal_pb2.Record()
-                record.ParseFromString(payload)
-                kind = record.WhichOneof("record_type")
-                if kind == "run":
-                    run_project = record.run.project
-                elif kind == "artifact" and record.artifact.name == name:
-                    contents = {c.path: (c.local_path, c.digest) for c in record.artifact.manifest.contents}
-                    versions.append((list(record.artifact.aliases), contents))
-            if run_project == project:
-                found.extend(versions)
+            try:  # the run record comes first: another project's run is not read further
+                if read_offline_run(run_file, header_only=True).project != project:
+                    continue
+                records = read_offline_run(run_file).artifacts
+            except ValueError as error:  # a damaged .wandb file: one line naming it
+                raise ArtifactError(str(error)) from None
+            found += [(list(a.aliases), {c.path: (c.local_path, c.digest) for c in a.manifest.contents})
+                      for a in records if a.name == name]
     return found
 
 

@@ -47,6 +47,7 @@ class OfflineRun:
     history: list = field(default_factory=list)  # [(step, {key: value})], file order
     summary: dict = field(default_factory=dict)  # final values after every update
     alerts: list = field(default_factory=list)  # [{"title", "text", "level"}], file order
+    artifacts: list = field(default_factory=list)  # the Artifact records (protobuf), file order
 
     @property
     def last_step(self):
@@ -130,6 +131,8 @@ def read_offline_run(path, header_only=False):
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
             run.history.append((record.history.step.num, _history_row(record.history.item)))
+        elif kind == "artifact":
+            run.artifacts.append(record.artifact)
         elif kind == "alert":
             run.alerts.append({"title": record.alert.title, "text": record.alert.text, "level": record.alert.level})
         elif kind == "summary":
