@@ -44,7 +44,8 @@ def prepared_data_dir(data, dist, log):
     its folder, or its error, without a collective (preparing can take hours:
     distributed.from_main); then every rank checks that it sees the same
     finished data there, which on several nodes takes a --data-dir they all
-    share (or the same data prepared on each node beforehand)."""
+    share (or the same data prepared on each node beforehand).  Returns
+    (the folder, its fingerprint for the run's record)."""
 
     def prepare():
         try:
@@ -69,7 +70,7 @@ def prepared_data_dir(data, dist, log):
         "filesystem every node shares, or prepare the same data on each node first (gpt2/prepare_data.py)"
         if missing else None
     )
-    return Path(folder)
+    return Path(folder), answer["fingerprint"]
 
 
 SHARED_MARKER = ".rank0-marker"
@@ -199,7 +200,7 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
     if checkpoint:
         fixed = {**fixed_on_resume(cfg.optimizer), **fixed_on_resume(cfg.optimizer_own), **fixed_on_resume(cfg.pruning)}
         checkpoint.check_compatible(asdict(config), fixed)
-    data_dir = prepared_data_dir(cfg.data, dist, log)
+    data_dir, data_record = prepared_data_dir(cfg.data, dist, log)
     batches = Batches(
         data_dir,
         block_size=config.block_size,
@@ -223,8 +224,8 @@ def build(cfg, flags, precision, dist, log, train_args, trackers=True):
         f"{device} {precision.dtype}{' compiled' if precision.compile else ''}{cpu.note()} | "
         f"{plan.describe()}"
     )
-    facts = {**run_facts(cfg, precision, dist, device, raw_model, batches), "batch_size_auto": batch_record}
     if trackers:
+        facts = {**run_facts(cfg, precision, dist, device, raw_model, data_record), "batch_size_auto": batch_record}
         trackers = open_run_trackers(cfg, dist, flags, train_args, facts,
                                      checkpoint.trackers if checkpoint else tracker_state)
     else:
@@ -304,11 +305,12 @@ def resume_rng(trainer, checkpoint):
     trainer.batches.train_generator.manual_seed(fresh_seed)
 
 
-def run_facts(cfg, precision, dist, device, raw_model, batches):
-    """What only the built run knows, for its record: the data it reads,
-    the device and dtype it resolved, the CPU path it computes with."""
+def run_facts(cfg, precision, dist, device, raw_model, data):
+    """What only the built run knows, for its record: the data it reads
+    (`data`: its fingerprint, from prepared_data_dir), the device and dtype
+    it resolved, the CPU path it computes with."""
     facts = {
-        "data": data_fingerprint(batches.data_dir),
+        "data": data,
         "device": str(device),
         "dtype": precision.dtype,
         "compile": precision.compile,

@@ -29,6 +29,7 @@ from gpt2.cpu import matmul as cpu_matmul
 from gpt2.cpu.fast_paths import use_cpu_fast_paths
 from gpt2.run import distributed
 from gpt2.run.precision import resolve_precision
+from gpt2.data.prepare import data_fingerprint
 from gpt2.run.setup import build, open_run_trackers, plain_flags, run_facts
 from gpt2.train import no_log
 from scripts.bench.monitors import measure_monitors
@@ -96,7 +97,7 @@ def measure(spec):
         if "chunked_loss" in spec:  # an ablation row: the other loss path, same matmuls
             use_cpu_fast_paths(run.raw_model, cpu_matmul.library_of(run.raw_model), spec["chunked_loss"])
         start = time.perf_counter()
-        facts = run_facts(cfg, precision, dist, run.device, run.raw_model, run.batches)
+        facts = run_facts(cfg, precision, dist, run.device, run.raw_model, data_fingerprint(run.batches.data_dir))
         trackers = TimedTrackers(open_run_trackers(cfg, dist, flags, train_args, facts, None))
         startup = time.perf_counter() - start
         run = dataclasses.replace(run, trackers=trackers)
